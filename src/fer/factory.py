@@ -1,0 +1,63 @@
+"""Build the DataModule, the LightningModule and the Trainer from a composed Hydra config.
+
+Entry points (train, evaluate, bench) share these so that a config means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fer.classes import CLASSES
+from fer.data import FER2013DataModule
+from fer.hardware import resolve_precision, uses_gpu
+from fer.module import FERClassifier
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> FER2013DataModule:
+    return instantiate(cfg.data, _convert_="all")
+
+
+def balanced_class_weights(counts: list[int]) -> list[float]:
+    """Inverse-frequency weights, normalised to mean 1 over classes (sklearn's 'balanced')."""
+    total = sum(counts)
+    return [total / (len(counts) * max(count, 1)) for count in counts]
+
+
+def build_module(cfg: DictConfig, datamodule: FER2013DataModule) -> FERClassifier:
+    """The LightningModule for ``cfg.model`` with plain (checkpoint-safe) hyperparameters.
+
+    ``module.class_weights: balanced`` is turned into numbers from the train split's class counts.
+    """
+    module_cfg: dict[str, Any] = OmegaConf.to_container(cfg.module, resolve=True)
+    module_cfg.pop("_target_", None)
+    weights = module_cfg.get("class_weights")
+    if weights == "balanced":
+        module_cfg["class_weights"] = balanced_class_weights(datamodule.class_counts("train"))
+        log.info("Balanced class weights: %s", dict(zip(CLASSES, module_cfg["class_weights"])))
+    elif isinstance(weights, str):
+        raise ValueError(f"module.class_weights={weights!r} must be null, 'balanced' or a list of {len(CLASSES)} numbers.")
+    net = OmegaConf.to_container(cfg.model, resolve=True)
+    return FERClassifier(net=net, input_spec=datamodule.input_spec, **module_cfg)
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
+    """The Trainer with ``precision: auto`` resolved for this machine, callbacks and loggers."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
+    if uses_gpu(trainer_cfg.get("accelerator", "auto")):
+        torch.set_float32_matmul_precision("high")
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer_cfg.update(overrides)
+    trainer_cfg.setdefault("callbacks", callbacks)
+    trainer_cfg.setdefault("logger", loggers or False)
+    log.info("Trainer: accelerator=%s precision=%s", trainer_cfg.get("accelerator"), trainer_cfg["precision"])
+    return instantiate(trainer_cfg, _convert_="all")

@@ -1,0 +1,51 @@
+"""What the machine can do, so that configs can say ``auto`` and get the fast, safe choice."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is
+    emulated and slower than fp32."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    flags = cpuinfo.read_text(errors="ignore")
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def uses_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: str | int, accelerator: str) -> str:
+    """``auto`` -> ``bf16-mixed`` on GPUs and CPUs with native bf16, ``16-mixed`` on older GPUs,
+    else ``32-true``; any explicit Lightning precision passes through."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r} must be one of {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    if uses_gpu(accelerator):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def describe() -> str:
+    """One line naming the hardware a number was measured on."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"

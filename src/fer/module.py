@@ -1,0 +1,208 @@
+"""FERClassifier: the LightningModule that owns loss, optimisation and metrics for any network.
+
+Hyperparameters are kept plain (dicts, lists, numbers, strings) so that
+``FERClassifier.load_from_checkpoint(path)`` works with torch's ``weights_only`` loading and with
+no Hydra and no config files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torch import Tensor
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from fer.classes import CLASSES, NUM_CLASSES
+from fer.models import build_model
+
+TTA_MODES = ("none", "flip")
+PER_STEP_SCHEDULERS = ("OneCycleLR",)
+
+
+def _eval_metrics() -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(NUM_CLASSES, average="micro"),
+            "acc_macro": MulticlassAccuracy(NUM_CLASSES, average="macro"),
+            "f1_macro": MulticlassF1Score(NUM_CLASSES, average="macro"),
+            "acc_per_class": MulticlassAccuracy(NUM_CLASSES, average="none"),
+            "confusion": MulticlassConfusionMatrix(NUM_CLASSES),
+        }
+    )
+
+
+class FERClassifier(pl.LightningModule):
+    """Classify 7 expressions with any registered network.
+
+    Args:
+        net: ``{"name": <registered model>, **constructor kwargs}``.
+        optimizer: ``{"_target_": "torch.optim.SGD", **kwargs}`` (any ``torch.optim`` optimizer).
+        scheduler: ``{"_target_": "torch.optim.lr_scheduler.X", **kwargs}`` or None. ``total_steps``
+            (OneCycleLR) and ``T_max`` (CosineAnnealingLR) are filled in from the trainer;
+            ReduceLROnPlateau follows ``val/acc``.
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-class loss weights in :data:`fer.classes.CLASSES` order, or None.
+        input_spec: how images are prepared (``image_size``, ``crop_size``, ``channels``), saved so
+            that :meth:`predict` prepares raw images exactly as training did.
+        channels_last: run the network in channels-last memory format (faster convs on CPU and GPU).
+        tta: test-time augmentation for val/test/predict: ``none`` or ``flip``.
+        pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
+            already holds the trained weights).
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        input_spec: dict[str, int] | None = None,
+        channels_last: bool = False,
+        tta: str = "none",
+        pretrained_init: bool = True,
+    ) -> None:
+        super().__init__()
+        if tta not in TTA_MODES:
+            raise ValueError(f"module.tta={tta!r} must be one of {', '.join(TTA_MODES)}.")
+        if class_weights is not None and len(class_weights) != NUM_CLASSES:
+            raise ValueError(f"module.class_weights needs {NUM_CLASSES} values ({', '.join(CLASSES)}), got {len(class_weights)}.")
+        self.save_hyperparameters(ignore=["pretrained_init"])
+        self.input_spec = dict(input_spec or {"image_size": 48, "crop_size": 48, "channels": 1})
+        self.net = build_model(**net, input_size=self.input_spec["crop_size"], num_classes=NUM_CLASSES)
+        if pretrained_init and hasattr(self.net, "load_pretrained"):
+            self.net.load_pretrained()
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.tta = tta
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_metrics = _eval_metrics()
+        self.test_metrics = _eval_metrics()
+        self.val_acc_best = MaxMetric()
+        self.results: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> FERClassifier:
+        """Rebuild from a checkpoint alone; the pretrained weights are not fetched again."""
+        kwargs.setdefault("pretrained_init", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """uint8 (or float in [0, 1]) images [B, C, H, W] -> the float input the network expects."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        want = self.net.in_channels
+        if x.shape[1] != want:
+            x = x.expand(-1, want, -1, -1) if x.shape[1] == 1 else x.mean(dim=1, keepdim=True)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.prepare(x))
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits with the configured test-time augmentation (averaged over views)."""
+        logits = self(x)
+        if self.tta == "flip":
+            logits = (logits + self(x.flip(-1))) / 2
+        return logits
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(
+            logits.float(), targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def on_train_start(self) -> None:
+        self.val_loss.reset()
+        self.val_metrics.reset()
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}: "
+                "lower the learning rate or check the data. The last checkpoint is kept."
+            )
+        self.train_loss(loss.detach())
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_metrics)
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics: MetricCollection) -> None:
+        x, y = batch
+        logits = self.predict_logits(x)
+        loss_metric(self.loss(logits, y))
+        metrics.update(logits.float(), y)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._log_eval("val", self.val_loss, self.val_metrics)
+        self.val_acc_best(results["acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_loss, self.test_metrics)
+
+    def _log_eval(self, stage: str, loss_metric: MeanMetric, metrics: MetricCollection) -> dict[str, Any]:
+        """Log scalars (and per-class accuracy); keep everything, confusion matrix too, in ``results``."""
+        computed = metrics.compute()
+        results: dict[str, Any] = {"loss": loss_metric.compute().item()}
+        for name in ("acc", "acc_macro", "f1_macro"):
+            results[name] = computed[name].item()
+        for cls, value in zip(CLASSES, computed["acc_per_class"].tolist()):
+            results[f"acc_{cls}"] = value
+        self.log(f"{stage}/acc", results["acc"], prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in results.items() if k != "acc"})
+        results["confusion"] = computed["confusion"].int().tolist()
+        self.results[stage] = results
+        metrics.reset()
+        loss_metric.reset()
+        return results
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        options = dict(self.hparams.optimizer)
+        optimizer_class = get_class(options.pop("_target_"))
+        if not issubclass(optimizer_class, torch.optim.Optimizer):
+            raise ValueError(f"module.optimizer._target_={optimizer_class} is not a torch.optim optimizer.")
+        optimizer = optimizer_class([p for p in self.parameters() if p.requires_grad], **options)
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        options = dict(self.hparams.scheduler)
+        scheduler_class = get_class(options.pop("_target_"))
+        name = scheduler_class.__name__
+        interval = "step" if name in PER_STEP_SCHEDULERS else "epoch"
+        if name == "OneCycleLR":
+            options.setdefault("total_steps", int(self.trainer.estimated_stepping_batches))
+        if name == "CosineAnnealingLR":
+            options.setdefault("T_max", self.trainer.max_epochs)
+        if name == "ReduceLROnPlateau":
+            options.setdefault("mode", "max")
+        scheduler = scheduler_class(optimizer, **options)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/acc"},
+        }

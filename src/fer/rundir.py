@@ -1,0 +1,69 @@
+"""What a run leaves in its directory: the resolved config, metadata and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fer import hardware
+
+PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics", "albumentations")
+METRICS_FILE = "metrics.json"
+
+
+def git_commit() -> str:
+    """The commit of the source tree this code runs from (``+dirty`` if it has changes)."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_metadata() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "commit": git_commit(),
+        "hardware": hardware.describe(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def save_config(cfg: DictConfig, output_dir: str | os.PathLike) -> None:
+    """Write the resolved config (Hydra's own ``.hydra/config.yaml`` keeps interpolations)."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write JSON atomically, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".tmp")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(partial, path)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / METRICS_FILE).read_text())

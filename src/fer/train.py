@@ -1,0 +1,68 @@
+"""Train a model: ``python -m fer.train model=vgg16 data.augment=true`` (any Hydra overrides).
+
+Fits with checkpoints (best on val accuracy, and last), then scores the best checkpoint on val
+(selection) and test (reported once), and writes ``metrics.json`` beside the resolved
+``config.yaml`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from fer.factory import build_datamodule, build_module, build_trainer
+from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Seed, build data, model and trainer, fit, test the best checkpoint, write the metrics."""
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    save_config(cfg, output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    trainer = build_trainer(cfg)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.time() - started
+    checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+
+    metrics: dict[str, Any] = {
+        "task": "train",
+        "model": cfg.model.name,
+        "protocol": cfg.data.split,
+        "epochs": trainer.current_epoch,
+        "best_checkpoint": checkpoint,
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
+    metrics["val"] = module.results["val"]
+    if cfg.get("test"):
+        trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
+        metrics["test"] = module.results["test"]
+    metrics["wall_seconds"] = round(time.time() - started, 1)
+    metrics.update(run_metadata())
+    write_json(output_dir / METRICS_FILE, metrics)
+    log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns val accuracy for sweepers (e.g. Optuna)."""
+    return train(cfg)["val"]["acc"]
+
+
+if __name__ == "__main__":
+    main()
