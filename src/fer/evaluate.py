@@ -1,0 +1,57 @@
+"""Evaluate a checkpoint: ``python -m fer.evaluate ckpt_path=PATH split=test``.
+
+Writes ``metrics.json`` (the same per-split structure as training) in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from fer.factory import build_datamodule, build_trainer
+from fer.module import FERClassifier
+from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score one checkpoint on one split of the configured dataset."""
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    save_config(cfg, output_dir)
+    model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
+    model.tta = cfg.tta
+    data_cfg = OmegaConf.merge(cfg, {"data": model.input_spec})
+    datamodule = build_datamodule(data_cfg)
+    datamodule.setup("test")
+    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    trainer.test(model, dataloaders=datamodule.eval_dataloader(cfg.split), verbose=False)
+    metrics = {
+        "task": "evaluate",
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "model": model.hparams.net["name"],
+        "protocol": cfg.data.split,
+        "split": cfg.split,
+        "tta": cfg.tta,
+        cfg.split: model.results["test"],
+        "wall_seconds": round(time.time() - started, 1),
+        **run_metadata(),
+    }
+    write_json(output_dir / METRICS_FILE, metrics)
+    log.info("%s accuracy %.4f; wrote %s", cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
