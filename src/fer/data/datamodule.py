@@ -1,0 +1,177 @@
+"""The FER-2013 LightningDataModule: one decoded uint8 array in memory, no per-epoch file I/O."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fer.classes import CLASSES
+from fer.data.batch_augment import BatchAugment
+from fer.data.sources import IMAGE_SIZE, FERData, load_fer2013
+from fer.data.splits import drop_leaks, make_splits
+from fer.data.transforms import AugmentConfig, eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+AUGMENT_ON = ("loader", "device")
+
+
+class FaceDataset(Dataset):
+    """uint8 faces -> (uint8 tensor [C, H, W], label). Scaling to float happens in the model."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None, channels: int = 1) -> None:
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+        if self.channels != 1:
+            tensor = tensor.expand(self.channels, -1, -1)
+        return tensor, self.labels[index]
+
+
+class FER2013DataModule(pl.LightningDataModule):
+    """FER-2013 from a Kaggle folder, its zip or the ICML csv (see :mod:`fer.data.sources`).
+
+    ``split`` picks the protocol (``official`` or ``kaggle``, see :func:`fer.data.splits.make_splits`);
+    ``augment`` switches the augmentation described by ``aug``, run per image by albumentations in
+    the loader (``augment_on=loader``) or on whole batches on the accelerator (``augment_on=device``,
+    :mod:`fer.data.batch_augment`); ``image_size`` resizes, ``crop_size`` (default: ``image_size``)
+    crops randomly for training and centrally for evaluation.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        cache_dir: str | None = None,
+        split: str = "official",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        dedup: bool = False,
+        augment: bool = False,
+        aug: dict | None = None,
+        augment_on: str = "loader",
+        image_size: int = IMAGE_SIZE,
+        crop_size: int | None = None,
+        channels: int = 1,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels={channels} must be 1 (grayscale) or 3 (gray copied to RGB).")
+        crop_size = crop_size or image_size
+        if not 8 <= crop_size <= image_size:
+            raise ValueError(f"data.crop_size={crop_size} must be between 8 and data.image_size={image_size}.")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"data.batch_size={batch_size} must be >= 1 and data.num_workers={num_workers} >= 0.")
+        self.root = os.fspath(root)
+        self.cache_dir = cache_dir
+        self.split = split
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.dedup = dedup
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"data.augment_on={augment_on!r} must be one of {', '.join(AUGMENT_ON)}.")
+        self.augment = AugmentConfig(**(aug or {})) if augment else None
+        self.augment_on = augment_on
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.channels = channels
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.data: FERData | None = None
+        self.indices: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, FaceDataset] = {}
+        self.batch_augment: BatchAugment | None = None
+
+    @property
+    def input_spec(self) -> dict[str, int]:
+        """What the model sees, saved in checkpoints so that prediction prepares images the same way."""
+        return {"image_size": self.image_size, "crop_size": self.crop_size, "channels": self.channels}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.data = load_fer2013(self.root, self.cache_dir)
+        self.indices = make_splits(self.data, self.split, self.val_fraction, self.split_seed)
+        if self.dedup:
+            self.indices = drop_leaks(self.data, self.indices)
+        for name, index in self.indices.items():
+            if len(index) == 0:
+                raise ValueError(f"The {name} split of {self.root} (data.split={self.split}) is empty.")
+        if self.augment_on == "device":
+            train_tf = train_transform(None, self.image_size, self.image_size)
+            self.batch_augment = BatchAugment(self.augment, self.crop_size)
+        else:
+            train_tf = train_transform(self.augment, self.image_size, self.crop_size)
+        eval_tf = eval_transform(self.image_size, self.crop_size)
+        for name, index in self.indices.items():
+            transform = train_tf if name == "train" else eval_tf
+            self.datasets[name] = FaceDataset(self.data.images[index], self.data.labels[index], transform, self.channels)
+        log.info(
+            "FER-2013 from %s, split=%s: %s", self.root, self.split,
+            ", ".join(f"{name} {len(ds)}" for name, ds in self.datasets.items()),
+        )
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
+        """With ``augment_on=device``, augment training batches where they now live."""
+        if self.batch_augment is not None and self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            return self.batch_augment(images), labels
+        return batch
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Images per class in a split, in :data:`fer.classes.CLASSES` order."""
+        labels = self.datasets[split].labels
+        return torch.bincount(labels, minlength=len(CLASSES)).tolist()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """An unshuffled, unaugmented loader over any split (``train``, ``val`` or ``test``)."""
+        if split not in self.indices:
+            raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
+        index = self.indices[split]
+        dataset = FaceDataset(
+            self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.crop_size), self.channels
+        )
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=shuffle and len(self.datasets[split]) > batch_size,
+        )
