@@ -24,7 +24,7 @@ from torchmetrics.classification import (
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.models import build_model
 
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip", "tencrop")
 PER_STEP_SCHEDULERS = ("OneCycleLR",)
 
 
@@ -54,7 +54,9 @@ class FERClassifier(pl.LightningModule):
         input_spec: how images are prepared (``image_size``, ``crop_size``, ``channels``), saved so
             that :meth:`predict` prepares raw images exactly as training did.
         channels_last: run the network in channels-last memory format (faster convs on CPU and GPU).
-        tta: test-time augmentation for val/test/predict: ``none`` or ``flip``.
+        tta: test-time augmentation for val/test/predict, logits averaged over the views: ``none``
+            (centre crop), ``flip`` (and its mirror) or ``tencrop`` (four corners and centre, and
+            their mirrors; needs inputs larger than ``crop_size``, else it is ``flip``).
         pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
             already holds the trained weights).
     """
@@ -102,7 +104,9 @@ class FERClassifier(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     def prepare(self, x: Tensor) -> Tensor:
-        """uint8 (or float in [0, 1]) images [B, C, H, W] -> the float input the network expects."""
+        """uint8 (or float in [0, 1]) images [B, C, H, W] -> the float input the network expects,
+        centre-cropped to ``crop_size`` if larger."""
+        x = self._centre_crop(x)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         want = self.net.in_channels
@@ -112,15 +116,35 @@ class FERClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _centre_crop(self, x: Tensor) -> Tensor:
+        crop = self.input_spec["crop_size"]
+        if x.shape[-1] <= crop and x.shape[-2] <= crop:
+            return x
+        top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+        return x[..., top : top + crop, left : left + crop]
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self.prepare(x))
 
     def predict_logits(self, x: Tensor) -> Tensor:
-        """Logits with the configured test-time augmentation (averaged over views)."""
-        logits = self(x)
-        if self.tta == "flip":
-            logits = (logits + self(x.flip(-1))) / 2
-        return logits
+        """Logits with the configured test-time augmentation, all views in one forward pass."""
+        views = [x]
+        crop = self.input_spec["crop_size"]
+        if self.tta == "tencrop" and x.shape[-1] > crop:
+            height, width = x.shape[-2:]
+            views = [x[..., t : t + crop, l : l + crop] for t, l in ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop))]
+            views.append(self._centre_crop(x))
+        if self.tta != "none":
+            views += [v.flip(-1) for v in views]
+        logits = self(torch.cat(views)) if len(views) > 1 else self(x)
+        return logits.view(len(views), x.shape[0], -1).mean(dim=0)
+
+    def predict(self, images: Any, batch_size: int = 256) -> Any:
+        """Expressions of face images (arrays of any size, PIL images or paths), each taken whole as
+        one face: ``(labels, probabilities [N, 7])``. See :func:`fer.inference.predict`."""
+        from fer.inference import predict  # imported here so that importing the module stays light
+
+        return predict(self, images, batch_size=batch_size)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(

@@ -51,7 +51,8 @@ class FER2013DataModule(pl.LightningDataModule):
     ``augment`` switches the augmentation described by ``aug``, run per image by albumentations in
     the loader (``augment_on=loader``) or on whole batches on the accelerator (``augment_on=device``,
     :mod:`fer.data.batch_augment`); ``image_size`` resizes, ``crop_size`` (default: ``image_size``)
-    crops randomly for training and centrally for evaluation.
+    crops randomly for training. Evaluation loaders yield the whole resized image: the model takes
+    the centre crop itself, or ten crops with ``tta=tencrop``.
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class FER2013DataModule(pl.LightningDataModule):
             self.batch_augment = BatchAugment(self.augment, self.crop_size)
         else:
             train_tf = train_transform(self.augment, self.image_size, self.crop_size)
-        eval_tf = eval_transform(self.image_size, self.crop_size)
+        eval_tf = eval_transform(self.image_size, self.image_size)
         for name, index in self.indices.items():
             transform = train_tf if name == "train" else eval_tf
             self.datasets[name] = FaceDataset(self.data.images[index], self.data.labels[index], transform, self.channels)
@@ -161,7 +162,7 @@ class FER2013DataModule(pl.LightningDataModule):
             raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
         index = self.indices[split]
         dataset = FaceDataset(
-            self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.crop_size), self.channels
+            self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.image_size), self.channels
         )
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
