@@ -1,0 +1,133 @@
+"""FER2013DataModule: split sizes, batch layout (uint8 [B, C, H, W]) and the views each loader gives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PER_CLASS
+
+from fer.classes import CLASSES
+from fer.data import FER2013DataModule
+
+K = len(CLASSES)
+
+
+def ready(root: Path, **kwargs) -> FER2013DataModule:
+    datamodule = FER2013DataModule(str(root), batch_size=kwargs.pop("batch_size", 8), **kwargs)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_official_sizes_and_class_counts(fer_zip: Path) -> None:
+    dm = ready(fer_zip)
+    assert {name: len(ds) for name, ds in dm.datasets.items()} == {
+        "train": PER_CLASS["Training"] * K,
+        "val": PER_CLASS["PublicTest"] * K,
+        "test": PER_CLASS["PrivateTest"] * K,
+    }
+    assert dm.class_counts() == [PER_CLASS["Training"]] * K
+    assert dm.class_counts("test") == [PER_CLASS["PrivateTest"]] * K
+
+
+def test_kaggle_sizes(fer_zip: Path) -> None:
+    dm = ready(fer_zip, split="kaggle", val_fraction=0.5)
+    half = PER_CLASS["Training"] // 2 * K
+    assert [len(dm.datasets[name]) for name in ("train", "val", "test")] == [
+        half,
+        half,
+        (PER_CLASS["PublicTest"] + PER_CLASS["PrivateTest"]) * K,
+    ]
+    assert dm.class_counts("val") == [PER_CLASS["Training"] // 2] * K
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batches_are_uint8_bchw(fer_zip: Path, channels: int) -> None:
+    """Scaling happens in the model, so loaders move raw bytes; 3 channels are copies of the gray one."""
+    dm = ready(fer_zip, channels=channels, eval_batch_size=5)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (8, channels, 48, 48)
+    assert y.dtype == torch.long and y.shape == (8,)
+    assert all(torch.equal(x[:, c], x[:, 0]) for c in range(channels))
+    x, _ = next(iter(dm.val_dataloader()))
+    assert tuple(x.shape) == (5, channels, 48, 48)
+
+
+def test_image_and_crop_size_are_respected(fer_zip: Path) -> None:
+    """Training batches are random crops; evaluation batches stay whole (the model crops, or ten-crops)."""
+    dm = ready(fer_zip, image_size=64, crop_size=56, augment=True)
+    assert tuple(next(iter(dm.train_dataloader()))[0].shape[1:]) == (1, 56, 56)
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.eval_dataloader("train")):
+        assert tuple(next(iter(loader))[0].shape[1:]) == (1, 64, 64)
+    assert dm.input_spec == {"image_size": 64, "crop_size": 56, "channels": 1}
+
+
+def test_input_spec_defaults_crop_to_image_size(fer_zip: Path) -> None:
+    dm = FER2013DataModule(str(fer_zip), channels=3)
+    assert dm.input_spec == {"image_size": 48, "crop_size": 48, "channels": 3}
+
+
+def test_without_augment_training_images_are_the_raw_faces(fer_zip: Path) -> None:
+    dm = ready(fer_zip, augment=False)
+    first, again = dm.datasets["train"][0][0], dm.datasets["train"][0][0]
+    assert torch.equal(first, again)
+    np.testing.assert_array_equal(first[0].numpy(), dm.data.images[dm.indices["train"][0]])
+
+
+def test_with_augment_training_varies_but_evaluation_does_not(fer_zip: Path) -> None:
+    dm = ready(fer_zip, augment=True, aug={"hflip": 0.5, "translate": 0.2})
+    views = {dm.datasets["train"][0][0].numpy().tobytes() for _ in range(8)}
+    assert len(views) > 1
+    assert torch.equal(dm.datasets["val"][0][0], dm.datasets["val"][0][0])
+
+
+def test_eval_dataloader_is_ordered_and_unaugmented(fer_zip: Path) -> None:
+    """Scoring the train split must see the stored images in order, never augmented or shuffled."""
+    dm = ready(fer_zip, augment=True, aug={"hflip": 1.0}, eval_batch_size=100)
+    x, y = next(iter(dm.eval_dataloader("train")))
+    index = dm.indices["train"]
+    np.testing.assert_array_equal(x[:, 0].numpy(), dm.data.images[index])
+    np.testing.assert_array_equal(y.numpy(), dm.data.labels[index])
+    with pytest.raises(ValueError, match="split='holdout' must be one of train, val, test"):
+        dm.eval_dataloader("holdout")
+
+
+def test_train_loader_shuffles_and_drops_the_last_partial_batch(fer_zip: Path) -> None:
+    dm = ready(fer_zip, batch_size=8)
+    loader = dm.train_dataloader()
+    assert loader.drop_last and len(loader) == PER_CLASS["Training"] * K // 8
+    torch.manual_seed(0)
+    orders = [torch.cat([y for _, y in dm.train_dataloader()]) for _ in range(2)]
+    assert not torch.equal(orders[0], orders[1])
+    assert not dm.val_dataloader().drop_last
+
+
+def test_dedup_drops_train_images_copied_into_test(tmp_path: Path, fer_folder: Path) -> None:
+    root = Path(shutil.copytree(fer_folder, tmp_path / "copy"))
+    source = sorted((root / "train" / "angry").iterdir())[0]
+    shutil.copy(source, root / "test" / "angry" / "PrivateTest_leak.jpg")
+    assert len(ready(root).datasets["train"]) == PER_CLASS["Training"] * K
+    dm = ready(root, dedup=True)
+    assert len(dm.datasets["train"]) == PER_CLASS["Training"] * K - 1
+    assert len(dm.datasets["test"]) == PER_CLASS["PrivateTest"] * K + 1
+
+
+def test_setup_uses_the_cache_dir(tmp_path: Path, fer_zip: Path) -> None:
+    ready(fer_zip, cache_dir=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("fer2013-*.npz"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"channels": 2}, "data.channels=2 must be 1"),
+        ({"crop_size": 56}, "data.crop_size=56 must be between 8 and data.image_size=48"),
+        ({"batch_size": 0}, "data.batch_size=0 must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_refused(fer_zip: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FER2013DataModule(str(fer_zip), **kwargs)

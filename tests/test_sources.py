@@ -1,0 +1,265 @@
+"""Readers of every FER-2013 layout, the decoded-array cache, and the messages bad input gets."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PER_CLASS, synthetic_face
+from PIL import Image
+
+from fer.classes import CLASSES
+from fer.data import sources
+from fer.data.sources import DatasetError, FERData, load_fer2013, locate
+
+N_IMAGES = sum(PER_CLASS.values()) * len(CLASSES)
+
+
+def copy_folder(fer_folder: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic folder that a test may break."""
+    return Path(shutil.copytree(fer_folder, tmp_path / "copy"))
+
+
+def first_image(root: Path, folder: str, cls: str) -> Path:
+    return sorted((root / folder / cls).iterdir())[0]
+
+
+def assert_same(a: FERData, b: FERData) -> None:
+    for field in ("images", "labels", "usage", "names"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+@pytest.fixture(scope="module")
+def from_folder(fer_folder: Path) -> FERData:
+    return load_fer2013(fer_folder)
+
+
+def test_folder_holds_the_synthetic_faces_with_their_labels_and_usage(from_folder: FERData) -> None:
+    """Each decoded JPEG is its class's synthetic face (up to JPEG loss) and its usage comes from the name."""
+    data = from_folder
+    assert data.images.shape == (N_IMAGES, 48, 48) and data.images.dtype == np.uint8
+    assert Counter(data.usage.tolist()) == {usage: n * len(CLASSES) for usage, n in PER_CLASS.items()}
+    assert np.bincount(data.labels).tolist() == [sum(PER_CLASS.values())] * len(CLASSES)
+    for image, label, name in zip(data.images, data.labels, data.names):
+        assert name.split("/")[1] == CLASSES[label]
+        index = int(Path(name).stem[-4:])
+        assert np.abs(image.astype(int) - synthetic_face(label, index)).mean() < 4
+
+
+def test_zip_reads_exactly_what_the_folder_holds(fer_zip: Path, from_folder: FERData) -> None:
+    assert_same(load_fer2013(fer_zip), from_folder)
+
+
+def test_csv_holds_the_exact_pixels_and_the_same_labels_and_usage(fer_csv: Path, from_folder: FERData) -> None:
+    data = load_fer2013(fer_csv)
+    expected = [
+        synthetic_face(label, i + 100 * position)
+        for position, (usage, count) in enumerate(PER_CLASS.items())
+        for label in range(len(CLASSES))
+        for i in range(count)
+    ]
+    np.testing.assert_array_equal(data.images, np.stack(expected))
+    assert Counter(data.usage.tolist()) == Counter(from_folder.usage.tolist())
+    assert Counter(zip(data.labels.tolist(), data.usage.tolist())) == Counter(
+        zip(from_folder.labels.tolist(), from_folder.usage.tolist())
+    )
+
+
+def test_locate_finds_a_source_inside_a_folder(tmp_path: Path, fer_zip: Path, fer_folder: Path) -> None:
+    """data.root may name the folder a user downloaded into, not the archive itself."""
+    shutil.copy(fer_zip, tmp_path / "fer2013.zip")
+    assert locate(tmp_path) == (tmp_path / "fer2013.zip").resolve()
+    assert locate(fer_folder) == fer_folder.resolve()
+    assert locate(fer_zip) == fer_zip.resolve()
+    assert_same(load_fer2013(tmp_path), load_fer2013(fer_zip))
+
+
+def test_cache_second_load_skips_decoding(tmp_path: Path, fer_zip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    first = load_fer2013(fer_zip, cache)
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz" and files[0].name.startswith("fer2013-")
+
+    def no_decoding(path: Path) -> FERData:
+        raise AssertionError(f"decoded {path} despite the cache")
+
+    monkeypatch.setattr(sources, "read_source", no_decoding)
+    started = time.perf_counter()
+    second = load_fer2013(fer_zip, cache)
+    assert time.perf_counter() - started < 0.5
+    assert_same(first, second)
+
+
+def test_cache_key_follows_the_source_file(tmp_path: Path, fer_zip: Path) -> None:
+    """A changed archive must be decoded again, never served stale from the cache."""
+    source = tmp_path / "fer2013.zip"
+    shutil.copy(fer_zip, source)
+    key = sources._source_key(source)
+    assert sources._source_key(source) == key
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert sources._source_key(source) != key
+
+    cache = tmp_path / "cache"
+    assert len(load_fer2013(source, cache)) == N_IMAGES
+    with zipfile.ZipFile(fer_zip) as original, zipfile.ZipFile(source, "w") as smaller:
+        for info in original.infolist()[1:]:
+            smaller.writestr(info, original.read(info))
+    assert len(load_fer2013(source, cache)) == N_IMAGES - 1
+    assert len(list(cache.glob("*.npz"))) == 2
+
+
+def test_unreadable_cache_is_ignored_with_a_warning(
+    tmp_path: Path, fer_zip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    expected = load_fer2013(fer_zip, cache)
+    next(cache.glob("*.npz")).write_bytes(b"not an npz")
+    with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
+        assert_same(load_fer2013(fer_zip, cache), expected)
+    assert "Ignoring unreadable cache" in caplog.text
+
+
+# ---- bad input: each error says what was found and how to fix it ----
+
+
+def test_missing_path_names_it_and_the_kaggle_page(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetError) as error:
+        load_fer2013(missing)
+    assert str(missing) in str(error.value)
+    assert "https://www.kaggle.com/datasets/msambare/fer2013" in str(error.value)
+
+
+def test_a_file_that_is_neither_zip_nor_csv(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.tar"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(DatasetError, match="neither a zip archive nor a fer2013.csv"):
+        load_fer2013(path)
+
+
+def test_a_folder_without_train(tmp_path: Path, fer_folder: Path) -> None:
+    shutil.copytree(fer_folder / "test", tmp_path / "test")
+    with pytest.raises(DatasetError, match=r"holds no FER-2013: expected train/<class>/\*\.jpg"):
+        load_fer2013(tmp_path)
+
+
+def test_a_zip_without_train(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("test/angry/PublicTest_1.jpg", b"")
+    with pytest.raises(DatasetError, match=r"holds no train/<class>/\*\.jpg entries"):
+        load_fer2013(path)
+
+
+def test_an_unknown_class_folder(tmp_path: Path, fer_folder: Path) -> None:
+    root = copy_folder(fer_folder, tmp_path)
+    (root / "train" / "angry").rename(root / "train" / "contempt")
+    with pytest.raises(DatasetError, match="Unknown class folder train/contempt") as error:
+        load_fer2013(root)
+    assert all(name in str(error.value) for name in CLASSES)
+
+
+def test_synonym_class_folders_are_accepted(tmp_path: Path, fer_folder: Path, from_folder: FERData) -> None:
+    root = copy_folder(fer_folder, tmp_path)
+    (root / "train" / "happy").rename(root / "train" / "Happiness")
+    data = load_fer2013(root)
+    np.testing.assert_array_equal(np.sort(data.labels), np.sort(from_folder.labels))
+
+
+@pytest.mark.parametrize("content", ["empty", "only a text file"])
+def test_a_class_folder_with_no_images(tmp_path: Path, fer_folder: Path, content: str) -> None:
+    """A class silently missing from a split would skew every metric: refuse it."""
+    root = copy_folder(fer_folder, tmp_path)
+    shutil.rmtree(root / "test" / "disgust")
+    (root / "test" / "disgust").mkdir()
+    if content != "empty":
+        (root / "test" / "disgust" / "README.txt").write_text("moved elsewhere")
+    with pytest.raises(DatasetError, match="Class folders with no images .*test/disgust"):
+        load_fer2013(root)
+
+
+def test_non_image_files_are_ignored_with_a_warning(
+    tmp_path: Path, fer_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = copy_folder(fer_folder, tmp_path)
+    (root / "train" / "sad" / "notes.txt").write_text("x")
+    (root / "train" / "sad" / ".DS_Store").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
+        assert len(load_fer2013(root)) == N_IMAGES
+    assert "Ignored 2 non-image files" in caplog.text
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.01])
+def test_a_corrupt_or_truncated_jpeg_names_the_file(tmp_path: Path, fer_folder: Path, keep: float) -> None:
+    root = copy_folder(fer_folder, tmp_path)
+    broken = first_image(root, "train", "fear")
+    blob = broken.read_bytes()
+    broken.write_bytes(blob[: int(len(blob) * keep)])
+    with pytest.raises(DatasetError, match="Corrupt or unreadable image") as error:
+        load_fer2013(root)
+    assert f"train/fear/{broken.name}" in str(error.value)
+
+
+def test_rgb_and_wrong_size_images_are_converted_and_counted(
+    tmp_path: Path, fer_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = copy_folder(fer_folder, tmp_path)
+    rgb = first_image(root, "train", "happy")
+    gray = np.asarray(Image.open(rgb))
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(rgb, format="PNG")
+    big = first_image(root, "test", "sad")
+    Image.fromarray(np.full((96, 96), 77, dtype=np.uint8)).save(big, format="PNG")
+    with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
+        data = load_fer2013(root)
+    assert data.images.shape == (N_IMAGES, 48, 48)
+    names = data.names.tolist()
+    np.testing.assert_array_equal(data.images[names.index(f"train/happy/{rgb.name}")], gray)
+    assert (data.images[names.index(f"test/sad/{big.name}")] == 77).all()
+    assert "Converted 2 images that were not 48x48 grayscale" in caplog.text
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def face_row(label: int = 0, size: int = 48 * 48, usage: str = "Training") -> list[object]:
+    return [label, " ".join(["7"] * size), usage]
+
+
+def test_csv_with_wrong_columns(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "fer2013.csv", ["label", "pixels", "Usage"], [face_row()])
+    with pytest.raises(DatasetError, match="expected the columns emotion,pixels,Usage, found"):
+        load_fer2013(path)
+
+
+def test_csv_row_of_wrong_length_names_the_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], [face_row(), face_row(size=2303)])
+    with pytest.raises(DatasetError, match="line 3: 2303 pixel values, expected 2304"):
+        load_fer2013(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (face_row(label=7), "line 2: emotion 7 is not in 0..6"),
+        (face_row(usage="Validation"), "line 2: Usage 'Validation' is not one of"),
+        (["x", "1 2", "Training"], "line 2: malformed row"),
+    ],
+)
+def test_csv_bad_values_name_the_line(tmp_path: Path, row: list[object], message: str) -> None:
+    path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], [row])
+    with pytest.raises(DatasetError, match=message):
+        load_fer2013(path)
