@@ -50,8 +50,8 @@ class SeedVGG(nn.Module):
             raise ValueError(f"model.blocks={blocks} must be between 1 and len(model.filters)={len(filters)}.")
         if dropout not in DROPOUT_MODES:
             raise ValueError(f"model.dropout={dropout!r} must be one of {', '.join(DROPOUT_MODES)}.")
-        if input_size % 2**blocks:
-            raise ValueError(f"input_size={input_size} must be divisible by 2**blocks={2**blocks}.")
+        if input_size < 2**blocks:
+            raise ValueError(f"input_size={input_size} must be at least 2**blocks={2**blocks}.")
         rates = [self._rate(dropout, dropout_rate, i) for i in range(blocks + 1)]
         layers: list[nn.Module] = []
         channels = in_channels
@@ -100,8 +100,8 @@ class VGGNet(nn.Module):
     ) -> None:
         super().__init__()
         stages = len(channels)
-        if input_size % 2**stages:
-            raise ValueError(f"input_size={input_size} must be divisible by 2**stages={2**stages}.")
+        if input_size < 2**stages:
+            raise ValueError(f"input_size={input_size} must be at least 2**stages={2**stages}.")
         layers: list[nn.Module] = []
         previous = in_channels
         for width in channels:
@@ -111,7 +111,7 @@ class VGGNet(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.in_channels = in_channels
         self.features = nn.Sequential(*layers)
-        side = input_size // 2**stages
+        side = input_size // 2**stages  # max-pooling floors odd sides (40 -> 20 -> 10 -> 5 -> 2)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(previous * side * side, hidden),

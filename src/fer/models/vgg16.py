@@ -77,16 +77,16 @@ class VGG16Transfer(nn.Module):
     def load_pretrained(self) -> None:
         """Load ImageNet weights into the convolutions: from ``weights_path`` if given, else through
         torchvision's weights API (downloads once into the torch hub cache)."""
+        if self.pretrained == "none":
+            return
         if self.weights_path:
             state = load_vgg16_features(self.weights_path)
-        elif self.pretrained == "imagenet":
+        else:
             try:
                 full = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
             except OSError as error:
                 raise RuntimeError(f"Could not download torchvision's ImageNet VGG16 weights ({error}). {WEIGHTS_HELP}") from error
             state = {k.removeprefix("features."): v for k, v in full.items() if k.startswith("features.")}
-        else:
-            return
         self.features.load_state_dict(state)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -108,8 +108,11 @@ def load_vgg16_features(path: str | os.PathLike) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise RuntimeError(f"{path} does not hold a state_dict (found {type(state).__name__}). {WEIGHTS_HELP}")
-    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    expected = vgg16(weights=None).features.state_dict()
+    features = state
+    if any(k.startswith("features.") for k in state):  # a full VGG16, or features saved with the prefix
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    with torch.device("meta"):  # names and shapes only: no 138M-parameter allocation and init
+        expected = vgg16(weights=None).features.state_dict()
     missing = sorted(set(expected) - set(features))
     extra = sorted(set(features) - set(expected))
     wrong = sorted(k for k in expected if k in features and features[k].shape != expected[k].shape)
