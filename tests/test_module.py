@@ -1,0 +1,212 @@
+"""FERClassifier: loss, optimiser and schedule building, test-time augmentation, raw-image prediction,
+and checkpoints that reload without fetching pretrained weights again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+from fer.models.vgg16 import VGG16Transfer
+from fer.module import FERClassifier
+
+SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
+TINY = {"name": "seed_vgg", "blocks": 1, "filters": [4], "dense": 8}
+
+
+def classifier(net: dict[str, Any] | None = None, **kwargs: Any) -> FERClassifier:
+    kwargs.setdefault("optimizer", SGD)
+    return FERClassifier(net=net or TINY, **kwargs)
+
+
+def attach(module: FERClassifier, steps: int = 40, epochs: int = 7) -> FERClassifier:
+    """Stand in for the Trainer attributes configure_optimizers reads."""
+    module.trainer = SimpleNamespace(estimated_stepping_batches=steps, max_epochs=epochs)
+    return module
+
+
+def faces(n: int = 16, channels: int = 1, size: int = 48) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=generator)
+    return TensorDataset(images, torch.arange(n) % 7)
+
+
+def tiny_trainer(tmp_path: Path, **kwargs: Any) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, **kwargs,
+    )
+
+
+def test_loss_applies_label_smoothing_and_class_weights() -> None:
+    weights = [1.0, 5.0, 1.0, 0.5, 1.0, 2.0, 1.0]
+    module = classifier(label_smoothing=0.1, class_weights=weights)
+    logits, targets = torch.randn(6, 7), torch.tensor([0, 1, 1, 3, 5, 6])
+    expected = F.cross_entropy(logits, targets, weight=torch.tensor(weights), label_smoothing=0.1)
+    torch.testing.assert_close(module.loss(logits, targets), expected)
+    assert module.loss(logits, targets) != pytest.approx(F.cross_entropy(logits, targets).item())
+    assert "class_weights" not in module.state_dict()
+
+
+def test_bad_class_weights_and_tta_are_refused() -> None:
+    with pytest.raises(ValueError, match="module.class_weights needs 7 values .*got 3"):
+        classifier(class_weights=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="module.tta='ten_crop' must be one of none, flip"):
+        classifier(tta="ten_crop")
+
+
+@pytest.mark.parametrize(
+    ("target", "options"),
+    [
+        ("torch.optim.SGD", {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+        ("torch.optim.Adam", {"lr": 1e-3, "weight_decay": 1e-4}),
+        ("torch.optim.AdamW", {"lr": 3e-4, "weight_decay": 0.05}),
+    ],
+)
+def test_optimizer_from_config_skips_frozen_parameters(target: str, options: dict[str, Any]) -> None:
+    module = classifier(optimizer={"_target_": target, **options})
+    module.net.features[0].requires_grad_(False)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert type(optimizer).__name__ == target.rsplit(".", 1)[1]
+    group = optimizer.param_groups[0]
+    assert {k: group[k] for k in options} == options
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert len(group["params"]) == len(trainable) == len(list(module.parameters())) - 2
+
+
+def test_a_non_optimizer_target_is_refused() -> None:
+    module = classifier(optimizer={"_target_": "torch.nn.Linear", "in_features": 1})
+    with pytest.raises(ValueError, match="is not a torch.optim optimizer"):
+        module.configure_optimizers()
+
+
+def test_no_scheduler() -> None:
+    assert set(attach(classifier(scheduler=None)).configure_optimizers()) == {"optimizer"}
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "interval", "check"),
+    [
+        (
+            {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.05, "pct_start": 0.25},
+            "step",
+            lambda s: s.total_steps == 40,
+        ),
+        (
+            {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.05, "total_steps": 12},
+            "step",
+            lambda s: s.total_steps == 12,
+        ),
+        ({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"}, "epoch", lambda s: s.T_max == 7),
+        ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 3, "gamma": 0.5}, "epoch", lambda s: s.step_size == 3),
+        ({"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "patience": 2}, "epoch", lambda s: s.mode == "max"),
+    ],
+)
+def test_schedulers_are_filled_in_from_the_trainer(scheduler: dict[str, Any], interval: str, check) -> None:
+    """OneCycleLR steps per batch over the run's steps, CosineAnnealingLR spans max_epochs, and
+    ReduceLROnPlateau maximises val/acc."""
+    config = attach(classifier(scheduler=scheduler)).configure_optimizers()
+    lr_scheduler = config["lr_scheduler"]
+    assert type(lr_scheduler["scheduler"]).__name__ == scheduler["_target_"].rsplit(".", 1)[1]
+    assert lr_scheduler["interval"] == interval and lr_scheduler["monitor"] == "val/acc"
+    assert lr_scheduler["scheduler"].optimizer is config["optimizer"]
+    assert check(lr_scheduler["scheduler"])
+
+
+def test_one_cycle_spans_the_real_fit(tmp_path: Path) -> None:
+    """With a real Trainer, total_steps is the number of optimiser steps the fit takes."""
+    module = classifier(scheduler={"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.05})
+    trainer = tiny_trainer(tmp_path, max_epochs=2, limit_val_batches=0)
+    trainer.fit(module, DataLoader(faces(16), batch_size=4))
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.total_steps == 8 == trainer.global_step
+    assert scheduler.last_epoch == 8
+
+
+def test_flip_tta_averages_the_image_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    module = classifier(tta="flip").eval()
+    x = faces(4)[:][0]
+    with torch.no_grad():
+        expected = (module(x) + module(x.flip(-1))) / 2
+        torch.testing.assert_close(module.predict_logits(x), expected)
+        torch.testing.assert_close(module.predict_logits(x.flip(-1)), expected)
+        assert not torch.allclose(module(x), expected)
+        module.tta = "none"
+        torch.testing.assert_close(module.predict_logits(x), module(x))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_uint8_images_are_scaled_to_unit_range(channels_last: bool) -> None:
+    """Checkpoints predict on raw uint8 faces: the module scales them exactly as float [0, 1] input."""
+    module = classifier(channels_last=channels_last).eval()
+    x = faces(4)[:][0]
+    with torch.no_grad():
+        logits = module(x)
+        torch.testing.assert_close(logits, module(x.float() / 255))
+    assert logits.shape == (4, 7) and logits.dtype == torch.float32
+    assert module.prepare(x).max() <= 1.0
+
+
+def test_channels_last_reaches_inputs_and_weights() -> None:
+    module = classifier(net={**TINY, "in_channels": 3}, channels_last=True)
+    x = faces(2, channels=3)[:][0]
+    assert module.prepare(x).is_contiguous(memory_format=torch.channels_last)
+    assert not module.prepare(x).is_contiguous()
+    assert module.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert module(x).shape == (2, 7)
+
+
+def test_channels_are_adapted_to_the_network() -> None:
+    """Gray batches feed RGB networks (copied) and RGB batches feed gray ones (averaged)."""
+    gray_net = classifier()
+    rgb = torch.rand(2, 3, 48, 48)
+    torch.testing.assert_close(gray_net.prepare(rgb), rgb.mean(dim=1, keepdim=True))
+    rgb_net = classifier(net={"name": "vgg16", "pretrained": "none", "head": [8]})
+    gray = torch.rand(2, 1, 48, 48)
+    assert torch.equal(rgb_net.prepare(gray), gray.expand(-1, 3, -1, -1))
+    assert rgb_net(faces(2)[:][0]).shape == (2, 7)
+
+
+def test_non_finite_loss_stops_training() -> None:
+    module = classifier()
+    with torch.no_grad():
+        module.net.classifier[-1].bias.fill_(float("nan"))
+    x, y = faces(4)[:]
+    with pytest.raises(FloatingPointError, match="Non-finite training loss"):
+        module.training_step((x, y), 0)
+
+
+def test_vgg16_checkpoint_reloads_without_pretrained_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint holds the trained weights: reloading must not read (or need) the ImageNet file."""
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(torchvision.models.vgg16(weights=None).features.state_dict(), weights)
+    net = {"name": "vgg16", "pretrained": "imagenet", "weights_path": str(weights), "trainable_convs": 2, "head": [8]}
+    module = classifier(net=net, input_spec={"image_size": 48, "crop_size": 48, "channels": 1})
+    file_weight = torch.load(weights, weights_only=True)["28.weight"]
+    assert torch.equal(module.net.features[28].weight, file_weight)
+
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, DataLoader(faces(4), batch_size=4))
+    checkpoint = tmp_path / "vgg16.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    trained = module.net.features[28].weight.detach().clone()
+    assert not torch.equal(trained, file_weight)
+
+    def no_reload(self: VGG16Transfer) -> None:
+        raise AssertionError("load_pretrained called while reloading a checkpoint")
+
+    monkeypatch.setattr(VGG16Transfer, "load_pretrained", no_reload)
+    weights.unlink()
+    reloaded = FERClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert torch.equal(reloaded.net.features[28].weight, trained)
+    assert reloaded.input_spec == {"image_size": 48, "crop_size": 48, "channels": 1}
+    assert "pretrained_init" not in reloaded.hparams
