@@ -54,9 +54,11 @@ class FERClassifier(pl.LightningModule):
         input_spec: how images are prepared (``image_size``, ``crop_size``, ``channels``), saved so
             that :meth:`predict` prepares raw images exactly as training did.
         channels_last: run the network in channels-last memory format (faster convs on CPU and GPU).
-        tta: test-time augmentation for val/test/predict, logits averaged over the views: ``none``
+        tta: test-time augmentation for test and predict, logits averaged over the views: ``none``
             (centre crop), ``flip`` (and its mirror) or ``tencrop`` (four corners and centre, and
             their mirrors; needs inputs larger than ``crop_size``, else it is ``flip``).
+        val_tta: the same for validation during fit (default: ``tta``); a cheaper mode keeps
+            per-epoch validation fast while the final test uses ten crops.
         pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
             already holds the trained weights).
     """
@@ -71,11 +73,13 @@ class FERClassifier(pl.LightningModule):
         input_spec: dict[str, int] | None = None,
         channels_last: bool = False,
         tta: str = "none",
+        val_tta: str | None = None,
         pretrained_init: bool = True,
     ) -> None:
         super().__init__()
-        if tta not in TTA_MODES:
-            raise ValueError(f"module.tta={tta!r} must be one of {', '.join(TTA_MODES)}.")
+        for name, mode in (("tta", tta), ("val_tta", val_tta or tta)):
+            if mode not in TTA_MODES:
+                raise ValueError(f"module.{name}={mode!r} must be one of {', '.join(TTA_MODES)}.")
         if class_weights is not None and len(class_weights) != NUM_CLASSES:
             raise ValueError(f"module.class_weights needs {NUM_CLASSES} values ({', '.join(CLASSES)}), got {len(class_weights)}.")
         self.save_hyperparameters(ignore=["pretrained_init"])
@@ -88,6 +92,7 @@ class FERClassifier(pl.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.tta = tta
+        self.val_tta = val_tta or tta
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_loss = MeanMetric()
@@ -126,15 +131,17 @@ class FERClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self.prepare(x))
 
-    def predict_logits(self, x: Tensor) -> Tensor:
-        """Logits with the configured test-time augmentation, all views in one forward pass."""
+    def predict_logits(self, x: Tensor, tta: str | None = None) -> Tensor:
+        """Logits averaged over the views of ``tta`` (default: the configured test-time
+        augmentation), all views in one forward pass."""
+        tta = tta or self.tta
         views = [x]
         crop = self.input_spec["crop_size"]
-        if self.tta == "tencrop" and x.shape[-1] > crop:
+        if tta == "tencrop" and x.shape[-1] > crop:
             height, width = x.shape[-2:]
             views = [x[..., t : t + crop, l : l + crop] for t, l in ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop))]
             views.append(self._centre_crop(x))
-        if self.tta != "none":
+        if tta != "none":
             views += [v.flip(-1) for v in views]
         logits = self(torch.cat(views)) if len(views) > 1 else self(x)
         return logits.view(len(views), x.shape[0], -1).mean(dim=0)
@@ -172,15 +179,18 @@ class FERClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss, self.val_metrics)
+        self._eval_step(batch, self.val_loss, self.val_metrics, self.val_tta)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss, self.test_metrics)
+        self._eval_step(batch, self.test_loss, self.test_metrics, self.tta)
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics: MetricCollection) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, metrics: MetricCollection, tta: str) -> None:
         x, y = batch
-        logits = self.predict_logits(x)
-        loss_metric(self.loss(logits, y))
+        logits = self.predict_logits(x, tta)
+        # weighted by the batch's share of the loss denominator, so that the epoch loss is the mean
+        # over images whatever the batch size or the DDP sharding (an unweighted mean of batch means is not)
+        weight = y.numel() if self.class_weights is None else self.class_weights[y].sum()
+        loss_metric.update(self.loss(logits, y), weight=weight)
         metrics.update(logits.float(), y)
 
     def on_validation_epoch_end(self) -> None:
@@ -192,7 +202,11 @@ class FERClassifier(pl.LightningModule):
         self._log_eval("test", self.test_loss, self.test_metrics)
 
     def _log_eval(self, stage: str, loss_metric: MeanMetric, metrics: MetricCollection) -> dict[str, Any]:
-        """Log scalars (and per-class accuracy); keep everything, confusion matrix too, in ``results``."""
+        """Log scalars (and per-class accuracy); keep everything, confusion matrix too, in ``results``.
+
+        Under DDP, ``compute()`` already reduces the metric states over all processes, so every rank
+        logs the same global values (Lightning's "use sync_dist=True" warning does not apply).
+        """
         computed = metrics.compute()
         results: dict[str, Any] = {"loss": loss_metric.compute().item()}
         for name in ("acc", "acc_macro", "f1_macro"):
