@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from omegaconf import OmegaConf
+
 from fer.classes import CLASSES
+from fer.evaluate import evaluate
+from fer.factory import build_datamodule
+from fer.module import FERClassifier
 from fer.train import train
 
 
@@ -38,3 +46,70 @@ def test_checkpoint_reloads_in_fresh_process_without_hydra(tiny_checkpoint: Path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("(2, 7)")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=vgg1"],
+        ["model=vgg2"],
+        ["model=vgg3"],
+        ["model=vgg16", "model.pretrained=none", "model.weights_path=null"],
+        ["model=vggnet", "data.crop_size=40", "model.hidden=64"],
+    ],
+    ids=["vgg1", "vgg2", "vgg3", "vgg16", "vggnet"],
+)
+def test_fast_dev_run_of_every_model(make_cfg, overrides: list[str]) -> None:
+    """One batch of fit, validate and test for every model config, through the real entry point."""
+    cfg = make_cfg(*overrides, "trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["model"] == cfg.model.name
+    for split in ("val", "test"):
+        assert 0.0 <= saved[split]["acc"] <= 1.0 and saved[split]["acc"] == metrics[split]["acc"]
+        assert sum(map(sum, saved[split]["confusion"])) == 2 * len(CLASSES)
+
+
+def test_kaggle_protocol_run(make_cfg) -> None:
+    """The seed's protocol: val is a slice of train and test is the whole test folder."""
+    cfg = make_cfg("model=vgg1", "data.split=kaggle", "data.val_fraction=0.5")
+    train(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["protocol"] == "kaggle"
+    assert sum(map(sum, saved["val"]["confusion"])) == 3 * len(CLASSES)
+    assert sum(map(sum, saved["test"]["confusion"])) == 4 * len(CLASSES)
+
+
+def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) -> None:
+    """`python -m fer.train -m` runs each job to the end in its own numbered folder."""
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "fer.train", "-m", "model=vgg1,vgg2",
+        f"hydra.sweep.dir={sweep}", f"data.root={fer_zip}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.batch_size=8", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_epochs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, blocks in ((0, 1), (1, 2)):
+        run = sweep / str(job)
+        assert json.loads((run / "metrics.json").read_text())["test"]["acc"] >= 0.0
+        assert OmegaConf.load(run / "config.yaml").model.blocks == blocks
+
+
+@pytest.mark.parametrize(("split", "size"), [("test", 14), ("val", 14), ("train", 42)])
+def test_evaluate_scores_the_checkpoint_on_the_split(make_cfg, tiny_checkpoint: Path, split: str, size: int) -> None:
+    cfg = make_cfg(f"ckpt_path={tiny_checkpoint}", f"split={split}", config_name="eval")
+    metrics = evaluate(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["task"] == "evaluate" and saved["split"] == split
+    assert saved[split]["acc"] == metrics[split]["acc"]
+    assert sum(map(sum, saved[split]["confusion"])) == size
+
+    model = FERClassifier.load_from_checkpoint(tiny_checkpoint, map_location="cpu").eval()
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    with torch.no_grad():
+        hits = [(model(x).argmax(1) == y).float() for x, y in datamodule.eval_dataloader(split)]
+    assert saved[split]["acc"] == pytest.approx(torch.cat(hits).mean().item())
