@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
+from fer.factory import balanced_class_weights
 from fer.models.vgg16 import VGG16Transfer
 from fer.module import FERClassifier
 
@@ -53,6 +54,16 @@ def test_loss_applies_label_smoothing_and_class_weights() -> None:
     torch.testing.assert_close(module.loss(logits, targets), expected)
     assert module.loss(logits, targets) != pytest.approx(F.cross_entropy(logits, targets).item())
     assert "class_weights" not in module.state_dict()
+
+
+def test_balanced_class_weights_are_inverse_frequency_with_mean_one() -> None:
+    """``module.class_weights=balanced`` (sklearn's): every class carries the same total weight, so
+    disgust (1.5% of FER-2013 train) weighs the most; the average weight per image is 1."""
+    counts = [3995, 436, 4097, 7215, 4830, 3171, 4965]
+    weights = balanced_class_weights(counts)
+    assert [w * c for w, c in zip(weights, counts)] == pytest.approx([sum(counts) / 7] * 7)
+    assert sum(w * c for w, c in zip(weights, counts)) == pytest.approx(sum(counts))
+    assert max(weights) == weights[1] and balanced_class_weights([5, 5]) == [1.0, 1.0]
 
 
 def test_bad_class_weights_and_tta_are_refused() -> None:

@@ -26,7 +26,8 @@ def build_datamodule(cfg: DictConfig) -> FER2013DataModule:
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
-    """Inverse-frequency weights, normalised to mean 1 over classes (sklearn's 'balanced')."""
+    """Inverse-frequency weights (sklearn's 'balanced'): every class carries the same total weight,
+    and the average weight per training image is 1."""
     total = sum(counts)
     return [total / (len(counts) * max(count, 1)) for count in counts]
 
