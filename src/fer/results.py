@@ -102,19 +102,42 @@ def render(runs: list[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCH_COLUMNS = (
+    "config_model", "batch_size", "precision", "channels_last", "augment_on", "num_workers", "limit_img_s",
+    "pipeline_img_s", "ratio", "predict_batch_img_s", "predict_ms", "data_setup_s", "hardware", "commit",
+)
+
+
+def render_bench(paths: list[Path]) -> str:
+    """A markdown table of every ``bench.json`` under the given paths (``python -m fer.bench`` runs)."""
+    files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.rglob("bench.json")))]
+    rows = [json.loads(f.read_text()) for f in files]
+    lines = [
+        "| " + " | ".join(BENCH_COLUMNS) + " | command |",
+        "| " + " | ".join("---" for _ in range(len(BENCH_COLUMNS) + 1)) + " |",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "–")) for c in BENCH_COLUMNS) + f" | `{row.get('command', '')}` |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, multirun directories or metrics.json files")
     parser.add_argument("-o", "--output", type=Path, help="write the markdown here (default: print it)")
+    parser.add_argument("--bench", action="store_true", help="tabulate bench.json files of fer.bench runs instead")
     args = parser.parse_args(argv)
-    runs = find_runs(args.paths)
-    if not runs:
-        parser.error(f"no training metrics.json under {', '.join(map(str, args.paths))}")
-    text = render(runs)
+    if args.bench:
+        text = render_bench(args.paths)
+    else:
+        runs = find_runs(args.paths)
+        if not runs:
+            parser.error(f"no training metrics.json under {', '.join(map(str, args.paths))}")
+        text = render(runs)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
-        print(f"Wrote {args.output} ({len(runs)} runs)")
+        print(f"Wrote {args.output}")
     else:
         print(text)
 
