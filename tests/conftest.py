@@ -60,6 +60,12 @@ def fer_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_folder(tmp_path_factory.mktemp("fer_folder"))
 
 
+@pytest.fixture
+def fer_folder_copy(fer_folder: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic folder that a test may rename, break or add files to."""
+    return Path(shutil.copytree(fer_folder, tmp_path / "fer_folder"))
+
+
 @pytest.fixture(scope="session")
 def fer_zip(fer_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Kaggle zip (stored, like the real one), read in place."""

@@ -23,11 +23,15 @@ from fer.models import MODELS
 
 CONF = Path(fer.conf.__file__).parent
 PRIMARIES = sorted(p.stem for p in CONF.glob("*.yaml"))
-OPTIONS = sorted(
-    (p.parent.relative_to(CONF).parts[0], p.relative_to(CONF / p.parent.relative_to(CONF).parts[0]).with_suffix("").as_posix())
-    for p in CONF.glob("*/**/*.yaml")
-    if p.parent.relative_to(CONF).parts[0] != "hydra"
-)
+
+
+def group_option(path: Path) -> tuple[str, str]:
+    """conf/experiment/seed/vgg1.yaml -> ("experiment", "seed/vgg1"), as an override names it."""
+    group, *option = path.relative_to(CONF).with_suffix("").parts
+    return group, "/".join(option)
+
+
+OPTIONS = sorted(group_option(p) for p in CONF.glob("*/**/*.yaml") if group_option(p)[0] != "hydra")
 
 
 def compose_full(config_name: str, overrides: list[str] = ()) -> DictConfig:

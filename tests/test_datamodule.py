@@ -105,12 +105,11 @@ def test_train_loader_shuffles_and_drops_the_last_partial_batch(fer_zip: Path) -
     assert not dm.val_dataloader().drop_last
 
 
-def test_dedup_drops_train_images_copied_into_test(tmp_path: Path, fer_folder: Path) -> None:
-    root = Path(shutil.copytree(fer_folder, tmp_path / "copy"))
-    source = sorted((root / "train" / "angry").iterdir())[0]
-    shutil.copy(source, root / "test" / "angry" / "PrivateTest_leak.jpg")
-    assert len(ready(root).datasets["train"]) == PER_CLASS["Training"] * K
-    dm = ready(root, dedup=True)
+def test_dedup_drops_train_images_copied_into_test(fer_folder_copy: Path) -> None:
+    source = sorted((fer_folder_copy / "train" / "angry").iterdir())[0]
+    shutil.copy(source, fer_folder_copy / "test" / "angry" / "PrivateTest_leak.jpg")
+    assert len(ready(fer_folder_copy).datasets["train"]) == PER_CLASS["Training"] * K
+    dm = ready(fer_folder_copy, dedup=True)
     assert len(dm.datasets["train"]) == PER_CLASS["Training"] * K - 1
     assert len(dm.datasets["test"]) == PER_CLASS["PrivateTest"] * K + 1
 

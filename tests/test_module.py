@@ -116,7 +116,11 @@ def test_no_scheduler() -> None:
             lambda s: s.total_steps == 12,
         ),
         ({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"}, "epoch", lambda s: s.T_max == 7),
-        ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 3, "gamma": 0.5}, "epoch", lambda s: s.step_size == 3),
+        (
+            {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 3, "gamma": 0.5},
+            "epoch",
+            lambda s: s.step_size == 3 and s.gamma == 0.5,
+        ),
         ({"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "patience": 2}, "epoch", lambda s: s.mode == "max"),
     ],
 )

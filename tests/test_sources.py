@@ -23,11 +23,6 @@ from fer.data.sources import DatasetError, FERData, load_fer2013, locate
 N_IMAGES = sum(PER_CLASS.values()) * len(CLASSES)
 
 
-def copy_folder(fer_folder: Path, tmp_path: Path) -> Path:
-    """A private copy of the synthetic folder that a test may break."""
-    return Path(shutil.copytree(fer_folder, tmp_path / "copy"))
-
-
 def first_image(root: Path, folder: str, cls: str) -> Path:
     return sorted((root / folder / cls).iterdir())[0]
 
@@ -160,66 +155,60 @@ def test_a_zip_without_train(tmp_path: Path) -> None:
         load_fer2013(path)
 
 
-def test_an_unknown_class_folder(tmp_path: Path, fer_folder: Path) -> None:
-    root = copy_folder(fer_folder, tmp_path)
-    (root / "train" / "angry").rename(root / "train" / "contempt")
+def test_an_unknown_class_folder(fer_folder_copy: Path) -> None:
+    (fer_folder_copy / "train" / "angry").rename(fer_folder_copy / "train" / "contempt")
     with pytest.raises(DatasetError, match="Unknown class folder train/contempt") as error:
-        load_fer2013(root)
+        load_fer2013(fer_folder_copy)
     assert all(name in str(error.value) for name in CLASSES)
 
 
-def test_synonym_class_folders_are_accepted(tmp_path: Path, fer_folder: Path, from_folder: FERData) -> None:
-    root = copy_folder(fer_folder, tmp_path)
-    (root / "train" / "happy").rename(root / "train" / "Happiness")
-    data = load_fer2013(root)
+def test_synonym_class_folders_are_accepted(fer_folder_copy: Path, from_folder: FERData) -> None:
+    (fer_folder_copy / "train" / "happy").rename(fer_folder_copy / "train" / "Happiness")
+    data = load_fer2013(fer_folder_copy)
     np.testing.assert_array_equal(np.sort(data.labels), np.sort(from_folder.labels))
 
 
 @pytest.mark.parametrize("content", ["empty", "only a text file"])
-def test_a_class_folder_with_no_images(tmp_path: Path, fer_folder: Path, content: str) -> None:
+def test_a_class_folder_with_no_images(fer_folder_copy: Path, content: str) -> None:
     """A class silently missing from a split would skew every metric: refuse it."""
-    root = copy_folder(fer_folder, tmp_path)
-    shutil.rmtree(root / "test" / "disgust")
-    (root / "test" / "disgust").mkdir()
+    shutil.rmtree(fer_folder_copy / "test" / "disgust")
+    (fer_folder_copy / "test" / "disgust").mkdir()
     if content != "empty":
-        (root / "test" / "disgust" / "README.txt").write_text("moved elsewhere")
+        (fer_folder_copy / "test" / "disgust" / "README.txt").write_text("moved elsewhere")
     with pytest.raises(DatasetError, match="Class folders with no images .*test/disgust"):
-        load_fer2013(root)
+        load_fer2013(fer_folder_copy)
 
 
 def test_non_image_files_are_ignored_with_a_warning(
-    tmp_path: Path, fer_folder: Path, caplog: pytest.LogCaptureFixture
+    fer_folder_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = copy_folder(fer_folder, tmp_path)
-    (root / "train" / "sad" / "notes.txt").write_text("x")
-    (root / "train" / "sad" / ".DS_Store").write_bytes(b"x")
+    (fer_folder_copy / "train" / "sad" / "notes.txt").write_text("x")
+    (fer_folder_copy / "train" / "sad" / ".DS_Store").write_bytes(b"x")
     with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
-        assert len(load_fer2013(root)) == N_IMAGES
+        assert len(load_fer2013(fer_folder_copy)) == N_IMAGES
     assert "Ignored 2 non-image files" in caplog.text
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.01])
-def test_a_corrupt_or_truncated_jpeg_names_the_file(tmp_path: Path, fer_folder: Path, keep: float) -> None:
-    root = copy_folder(fer_folder, tmp_path)
-    broken = first_image(root, "train", "fear")
+def test_a_corrupt_or_truncated_jpeg_names_the_file(fer_folder_copy: Path, keep: float) -> None:
+    broken = first_image(fer_folder_copy, "train", "fear")
     blob = broken.read_bytes()
     broken.write_bytes(blob[: int(len(blob) * keep)])
     with pytest.raises(DatasetError, match="Corrupt or unreadable image") as error:
-        load_fer2013(root)
+        load_fer2013(fer_folder_copy)
     assert f"train/fear/{broken.name}" in str(error.value)
 
 
 def test_rgb_and_wrong_size_images_are_converted_and_counted(
-    tmp_path: Path, fer_folder: Path, caplog: pytest.LogCaptureFixture
+    fer_folder_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = copy_folder(fer_folder, tmp_path)
-    rgb = first_image(root, "train", "happy")
+    rgb = first_image(fer_folder_copy, "train", "happy")
     gray = np.asarray(Image.open(rgb))
     Image.fromarray(np.stack([gray] * 3, axis=-1)).save(rgb, format="PNG")
-    big = first_image(root, "test", "sad")
+    big = first_image(fer_folder_copy, "test", "sad")
     Image.fromarray(np.full((96, 96), 77, dtype=np.uint8)).save(big, format="PNG")
     with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
-        data = load_fer2013(root)
+        data = load_fer2013(fer_folder_copy)
     assert data.images.shape == (N_IMAGES, 48, 48)
     names = data.names.tolist()
     np.testing.assert_array_equal(data.images[names.index(f"train/happy/{rgb.name}")], gray)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -73,12 +72,11 @@ def test_stratified_sample_keeps_at_least_one_per_class() -> None:
     assert np.bincount(labels[picked]).tolist() == [5, 1]
 
 
-def test_official_needs_the_test_prefixes(tmp_path: Path, fer_folder: Path) -> None:
+def test_official_needs_the_test_prefixes(fer_folder_copy: Path) -> None:
     """A copy whose test names lack PublicTest_/PrivateTest_ cannot give the official split, only kaggle."""
-    root = Path(shutil.copytree(fer_folder, tmp_path / "copy"))
-    for file in (root / "test").rglob("*.jpg"):
+    for file in (fer_folder_copy / "test").rglob("*.jpg"):
         file.rename(file.with_name(file.name.split("_", 1)[1]))
-    data = load_fer2013(root)
+    data = load_fer2013(fer_folder_copy)
     assert set(data.usage[data.usage != "Training"]) == {"Test"}
     with pytest.raises(DatasetError, match="lack the PublicTest_/PrivateTest_ prefix.*data.split=kaggle"):
         make_splits(data, "official", 0.1, 0)
