@@ -12,7 +12,6 @@ prints images/second for each and the ratio pipeline/limit, and ends with one JS
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 
 from fer.factory import build_datamodule, build_module, build_trainer
+from fer.hardware import autocast_for
 from fer.module import FERClassifier
 from fer.rundir import run_metadata, write_json
 
@@ -51,15 +51,6 @@ class TrainTimer(pl.Callback):
         self.seconds[-1] += now - self._mark
         self.batches[-1] += 1
         self._mark = now
-
-
-def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context Lightning uses for a ``*-mixed`` precision (none for fp32)."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def bare_limit(module: FERClassifier, images: torch.Tensor, labels: torch.Tensor, precision: str, steps: int, warmup: int) -> float:

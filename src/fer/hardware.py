@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def cpu_has_bf16() -> bool:
 
 def uses_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Fail early, and say what to do, when a GPU is asked for and torch sees none (Lightning's own
+    message, "No supported gpu backend found!", names neither the cause nor the fix)."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+        raise RuntimeError(
+            f"trainer.accelerator={accelerator} (trainer=gpu or trainer=ddp) needs a CUDA GPU, but torch "
+            f"{torch.__version__} ({build} build) sees none. Run with trainer=cpu (or trainer.accelerator=auto), "
+            "or on a GPU machine with a CUDA build of torch; check nvidia-smi and CUDA_VISIBLE_DEVICES."
+        )
 
 
 def resolve_precision(precision: str | int, accelerator: str) -> str:
@@ -49,3 +62,13 @@ def describe() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context Lightning uses for a ``*-mixed`` precision (none for fp32), for code
+    that runs the model outside the Trainer."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -28,7 +28,8 @@ TTA_MODES = ("none", "flip", "tencrop")
 PER_STEP_SCHEDULERS = ("OneCycleLR",)
 
 
-def _eval_metrics() -> MetricCollection:
+def eval_metrics() -> MetricCollection:
+    """Accuracy, macro accuracy, macro-F1, per-class accuracy and the confusion matrix."""
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(NUM_CLASSES, average="micro"),
@@ -38,6 +39,14 @@ def _eval_metrics() -> MetricCollection:
             "confusion": MulticlassConfusionMatrix(NUM_CLASSES),
         }
     )
+
+
+def summarise(computed: dict[str, Tensor]) -> dict[str, Any]:
+    """Plain numbers from :func:`eval_metrics` results: scalars, ``acc_<class>`` and ``confusion``."""
+    results: dict[str, Any] = {name: computed[name].item() for name in ("acc", "acc_macro", "f1_macro")}
+    results.update({f"acc_{cls}": value for cls, value in zip(CLASSES, computed["acc_per_class"].tolist())})
+    results["confusion"] = computed["confusion"].int().tolist()
+    return results
 
 
 class FERClassifier(pl.LightningModule):
@@ -97,8 +106,8 @@ class FERClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self.val_metrics = _eval_metrics()
-        self.test_metrics = _eval_metrics()
+        self.val_metrics = eval_metrics()
+        self.test_metrics = eval_metrics()
         self.val_acc_best = MaxMetric()
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -207,15 +216,9 @@ class FERClassifier(pl.LightningModule):
         Under DDP, ``compute()`` already reduces the metric states over all processes, so every rank
         logs the same global values (Lightning's "use sync_dist=True" warning does not apply).
         """
-        computed = metrics.compute()
-        results: dict[str, Any] = {"loss": loss_metric.compute().item()}
-        for name in ("acc", "acc_macro", "f1_macro"):
-            results[name] = computed[name].item()
-        for cls, value in zip(CLASSES, computed["acc_per_class"].tolist()):
-            results[f"acc_{cls}"] = value
+        results = {"loss": loss_metric.compute().item(), **summarise(metrics.compute())}
         self.log(f"{stage}/acc", results["acc"], prog_bar=True)
-        self.log_dict({f"{stage}/{k}": v for k, v in results.items() if k != "acc"})
-        results["confusion"] = computed["confusion"].int().tolist()
+        self.log_dict({f"{stage}/{k}": v for k, v in results.items() if k not in ("acc", "confusion")})
         self.results[stage] = results
         metrics.reset()
         loss_metric.reset()
