@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG16_Weights, vgg16
+from torchvision.models import VGG16_Weights
+from torchvision.models.vgg import cfgs, make_layers
 
 from fer.classes import NUM_CLASSES
 from fer.models.registry import register
@@ -52,7 +53,7 @@ class VGG16Transfer(nn.Module):
         self.pretrained = pretrained
         self.weights_path = weights_path
         self.in_channels = 3
-        self.features = vgg16(weights=None).features
+        self.features = vgg16_features()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         side = input_size // 32
@@ -94,6 +95,12 @@ class VGG16Transfer(nn.Module):
         return self.classifier(self.features(x))
 
 
+def vgg16_features() -> nn.Sequential:
+    """torchvision's VGG16 convolution stack alone (configuration "D"), without building the
+    120M-parameter ImageNet classifier that ``vgg16()`` would allocate and initialise."""
+    return make_layers(cfgs["D"])
+
+
 def load_vgg16_features(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a torchvision VGG16 state_dict (full, or features-only) and return the convolution
     weights keyed as in ``vgg16().features``; a file that does not fit says why."""
@@ -111,8 +118,8 @@ def load_vgg16_features(path: str | os.PathLike) -> dict[str, Tensor]:
     features = state
     if any(k.startswith("features.") for k in state):  # a full VGG16, or features saved with the prefix
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    with torch.device("meta"):  # names and shapes only: no 138M-parameter allocation and init
-        expected = vgg16(weights=None).features.state_dict()
+    with torch.device("meta"):  # names and shapes only, no allocation
+        expected = vgg16_features().state_dict()
     missing = sorted(set(expected) - set(features))
     extra = sorted(set(features) - set(expected))
     wrong = sorted(k for k in expected if k in features and features[k].shape != expected[k].shape)
