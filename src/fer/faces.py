@@ -1,0 +1,162 @@
+"""Face detection, alignment and cropping with the Haar cascades that ship inside opencv-python.
+
+Nothing is downloaded: the cascade files come from ``cv2.data.haarcascades`` (OpenCV 4.x wheels;
+OpenCV 5 moved the cascades out of the main package, hence the ``<5`` pin in pyproject).
+
+Speed: the cascade runs on a copy scaled so that the smallest face wanted (``min_face`` pixels)
+becomes the cascade's 24-pixel window; a 640x480 photo with ``min_face=48`` is searched at 320x240,
+about 4x faster than at full size, and faces smaller than 48 pixels hold too little detail for a
+48x48 expression model anyway.
+
+Alignment (optional, ``align=True``, a few ms per face): the eye cascade looks for two eyes in the
+upper part of each face; when it finds them the image is rotated about the face centre so that the
+eyes are level. When it does not (it often misses one eye, behind glasses or in shadow) the face is
+cropped square without rotation, and :class:`Face` says which happened.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FACE_CASCADE = "haarcascade_frontalface_default.xml"
+# the eye cascade trained with glasses too (plain haarcascade_eye.xml misses eyes behind glasses)
+EYE_CASCADE = "haarcascade_eye_tree_eyeglasses.xml"
+EYE_ROI_WIDTH = 120
+# the frontal-face cascade only fires on near-upright faces: a steeper "eye line" is two wrong hits
+MAX_EYE_ANGLE = 25.0
+CASCADE_WINDOW = 24  # the frontal-face cascade's training window, in pixels
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixel coordinates of the original image."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+@dataclass
+class Face:
+    """One face cut out of an image: its box, the square grayscale crop and whether it was aligned."""
+
+    box: Box
+    crop: np.ndarray
+    aligned: bool
+
+
+def load_cascade(name: str) -> cv2.CascadeClassifier:
+    """A cascade from opencv's package data; a missing file says which OpenCV provides it."""
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        raise RuntimeError(
+            f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out of the main package). "
+            "Install the version this project pins: pip install 'opencv-python-headless>=4.9.0.80,<5'."
+        )
+    path = Path(cv2.data.haarcascades) / name
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise RuntimeError(
+            f"Cannot load the Haar cascade {path} from OpenCV {cv2.__version__}. "
+            "Reinstall it: pip install --force-reinstall 'opencv-python-headless>=4.9.0.80,<5'."
+        )
+    return cascade
+
+
+class FaceDetector:
+    """Find frontal faces in grayscale images and cut them out as square crops with a margin.
+
+    Args:
+        min_face: smallest face side to find, in pixels of the original image.
+        scale_factor: step between the cascade's search scales (smaller: slower, finds more).
+        min_neighbors: overlapping hits a detection needs (larger: fewer false faces).
+        margin: extra border around the cascade's box, as a fraction of its side on each side;
+            0.1 gives about the framing of FER-2013's faces (forehead to chin, cheeks to the ears).
+        align: rotate each face so that its eyes are level when the eye cascade finds both eyes.
+    """
+
+    def __init__(
+        self,
+        min_face: int = 48,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        margin: float = 0.1,
+        align: bool = False,
+    ) -> None:
+        if min_face < CASCADE_WINDOW:
+            raise ValueError(f"min_face={min_face} must be at least the cascade window ({CASCADE_WINDOW} pixels).")
+        if scale_factor <= 1.0 or min_neighbors < 0 or not 0.0 <= margin <= 1.0:
+            raise ValueError(
+                f"scale_factor={scale_factor} must be > 1, min_neighbors={min_neighbors} >= 0 and margin={margin} in [0, 1]."
+            )
+        self.min_face = min_face
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.margin = margin
+        self.align = align
+        self.face_cascade = load_cascade(FACE_CASCADE)
+        self.eye_cascade = load_cascade(EYE_CASCADE) if align else None
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        """Face boxes in a uint8 HxW image, in reading order (top to bottom, then left to right)."""
+        scale = min(1.0, CASCADE_WINDOW / self.min_face)
+        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self.face_cascade.detectMultiScale(
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(CASCADE_WINDOW, CASCADE_WINDOW)
+        )
+        boxes = [Box(*(int(round(v / scale)) for v in box)) for box in found]
+        return sorted(boxes, key=lambda b: (b.y // max(b.h, 1), b.x))
+
+    def faces(self, gray: np.ndarray, size: int = 48) -> list[Face]:
+        """Every detected face as a ``size`` x ``size`` crop (aligned if asked and possible)."""
+        return [self.cut(gray, box, size) for box in self.detect(gray)]
+
+    def cut(self, gray: np.ndarray, box: Box, size: int = 48) -> Face:
+        """The square crop of ``box`` with the margin, resized to ``size``; rotated if aligned."""
+        angle = self.eye_angle(gray, box) if self.align else None
+        side = box.w * (1.0 + 2.0 * self.margin)
+        centre = (box.x + box.w / 2.0, box.y + box.h / 2.0)
+        crop = crop_square(gray, centre, side, size, angle or 0.0)
+        return Face(box=box, crop=crop, aligned=angle is not None)
+
+    def eye_angle(self, gray: np.ndarray, box: Box) -> float | None:
+        """Angle in degrees of the line from the left to the right eye (positive: the right eye is
+        lower), or None unless two eyes are found well apart at a plausible angle. The eye cascade
+        runs on the upper face shrunk to ``EYE_ROI_WIDTH`` pixels, which keeps it to a few ms."""
+        upper = gray[box.y : box.y + box.h * 6 // 10, box.x : box.x + box.w]
+        if upper.shape[1] > EYE_ROI_WIDTH:
+            scale = EYE_ROI_WIDTH / upper.shape[1]
+            upper = cv2.resize(upper, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        width = upper.shape[1]
+        smallest = max(width // 10, 5)
+        eyes = self.eye_cascade.detectMultiScale(upper, scaleFactor=1.1, minNeighbors=3, minSize=(smallest, smallest))
+        if len(eyes) < 2:
+            return None
+        largest = sorted(eyes, key=lambda e: e[2] * e[3], reverse=True)[:2]
+        (lx, ly), (rx, ry) = sorted((x + w / 2.0, y + h / 2.0) for x, y, w, h in largest)
+        angle = math.degrees(math.atan2(ry - ly, rx - lx))
+        if rx - lx < width / 5 or abs(angle) > MAX_EYE_ANGLE:
+            return None
+        return angle
+
+
+def crop_square(gray: np.ndarray, centre: tuple[float, float], side: float, size: int, angle: float = 0.0) -> np.ndarray:
+    """A ``size`` x ``size`` view of the square of ``side`` pixels around ``centre``, rotated by
+    ``angle`` degrees (OpenCV's sense: the angle of a tilted eye line levels it); parts outside the
+    image repeat its border, so faces at the edge keep their proportions. Cut at full resolution,
+    then shrunk with area averaging, so large faces do not alias."""
+    side_px = max(1, round(side))
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix[0, 2] += side_px / 2.0 - centre[0]
+    matrix[1, 2] += side_px / 2.0 - centre[1]
+    patch = cv2.warpAffine(gray, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    interpolation = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interpolation)

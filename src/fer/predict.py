@@ -1,0 +1,203 @@
+"""Predict expressions in images: ``python -m fer.predict ckpt_path=PATH inputs=[photo.jpg,folder/]``.
+
+Each input is a file or a folder (searched recursively). Per image: a face crop (a small square
+grayscale image, :func:`fer.inference.is_face_crop`) is classified whole; any other image goes
+through the Haar face detector and each face is cropped with a margin (and aligned on the eyes
+with ``detector.align=true``), resized to 48x48 and classified. One row per face goes to
+``predictions.json`` or ``.csv`` in the run directory: file, face number, box, how it was found,
+emotion and all seven probabilities. An image with no face gets a ``no_face`` row; a file that
+cannot be read gets an ``error`` row naming it and the reason, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from fer.classes import CLASSES
+from fer.faces import FaceDetector
+from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
+from fer.module import TTA_MODES, FERClassifier
+from fer.rundir import run_metadata, save_config, write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("json", "csv")
+ROW_KEYS = ("file", "face", "status", "box", "source", "aligned", "emotion", "confidence", "probabilities", "error")
+CSV_FIELDS = ("file", "face", "status", "x", "y", "w", "h", "source", "aligned", "emotion", "confidence", *(f"p_{c}" for c in CLASSES), "error")
+ANNOTATE_MIN_SIDE = 240
+
+
+def find_images(inputs: list[str]) -> Iterator[tuple[Path, Path | None, str | None]]:
+    """``(file, name for its annotated copy, error)`` for every image of every input, in order.
+
+    A missing input or a folder with no images yields one error entry; non-image files inside
+    folders are skipped and counted in the log.
+    """
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if path.is_file():
+            yield path, Path(path.name), None
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            if len(images) < len(files):
+                others = [str(p.relative_to(path)) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+                log.warning("Skipped %d non-image files in %s (suffixes %s), e.g. %s", len(others), path, IMAGE_SUFFIXES, others[:3])
+            if not images:
+                yield path, None, f"folder holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
+            for image in images:
+                yield image, Path(path.name) / image.relative_to(path), None
+        else:
+            yield path, None, "no such file or folder"
+
+
+def face_row(file: Path, index: int, face: FacePrediction) -> dict[str, Any]:
+    return {
+        "file": str(file),
+        "face": index,
+        "status": "ok",
+        "box": face.box.as_list(),
+        "source": face.source,
+        "aligned": face.aligned,
+        "emotion": face.label,
+        "confidence": float(face.probabilities.max()),
+        "probabilities": {c: float(p) for c, p in zip(CLASSES, face.probabilities)},
+        "error": None,
+    }
+
+
+def empty_row(file: Path, status: str, error: str | None = None) -> dict[str, Any]:
+    row = dict.fromkeys(ROW_KEYS)
+    row.update(file=str(file), status=status, error=error)
+    return row
+
+
+def predict_files(
+    model: FERClassifier,
+    inputs: list[str],
+    detector: FaceDetector,
+    crop_max_side: int,
+    annotate_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for every face of every input image (see the module docstring)."""
+    rows: list[dict[str, Any]] = []
+    written: set[Path] = set()
+    for file, name, problem in find_images(inputs):
+        if problem is not None:
+            log.error("%s: %s", file, problem)
+            rows.append(empty_row(file, "error", problem))
+            continue
+        try:
+            image = load_image(file)
+        except ImageReadError as error:
+            log.error("%s", error)
+            rows.append(empty_row(file, "error", str(error)))
+            continue
+        faces = predict_image(model, image, detector, crop_max_side)
+        if faces:
+            rows += [face_row(file, i, face) for i, face in enumerate(faces)]
+        else:
+            log.info("%s: no face found", file)
+            rows.append(empty_row(file, "no_face"))
+        if annotate_dir is not None:
+            target = _unique((annotate_dir / name).with_suffix(".png"), written)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(target), annotate(image, faces)):
+                raise OSError(f"Could not write the annotated copy {target}: check that the folder is writable.")
+    return rows
+
+
+def annotate(image: np.ndarray, faces: list[FacePrediction]) -> np.ndarray:
+    """A BGR copy (for ``cv2.imwrite``) of ``image`` with each face's box and ``emotion probability`` drawn (enlarged
+    when small, so that the text stays readable); "no face" when there is none."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+    zoom = max(1, int(np.ceil(ANNOTATE_MIN_SIDE / max(bgr.shape[:2]))))
+    if zoom > 1:
+        bgr = cv2.resize(bgr, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    scale = max(0.4, max(bgr.shape[:2]) / 800)
+    thickness = max(1, round(scale * 2))
+    if not faces:
+        cv2.putText(bgr, "no face", (5, int(25 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 255), thickness, cv2.LINE_AA)
+    for face in faces:
+        x, y, w, h = (v * zoom for v in face.box.as_list())
+        cv2.rectangle(bgr, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thickness)
+        text = f"{face.label} {face.probabilities.max():.2f}"
+        (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        origin = (x + 2, y - 4 if y - 4 > text_h else y + text_h + 4)
+        cv2.putText(bgr, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), thickness, cv2.LINE_AA)
+    return bgr
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path, fmt: str, header: dict[str, Any]) -> None:
+    """JSON: ``header`` plus ``rows`` as they are; CSV: one flat line per row (``p_<class>`` columns)."""
+    if fmt == "json":
+        write_json(path, {**header, "rows": rows})
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            flat = {key: row[key] for key in ("file", "face", "status", "source", "aligned", "emotion", "confidence", "error")}
+            flat.update(zip("xywh", row["box"] or [None] * 4))
+            flat.update({f"p_{c}": (row["probabilities"] or {}).get(c) for c in CLASSES})
+            writer.writerow(flat)
+
+
+def predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Load the checkpoint, predict every input, write the rows (and annotated copies)."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r} must be one of {', '.join(FORMATS)}.")
+    if not cfg.inputs:
+        raise ValueError("No inputs: pass inputs=[PATH,...] with image files and/or folders.")
+    save_config(cfg, cfg.paths.output_dir)
+    model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location=cfg.device).eval()
+    if cfg.tta is not None:
+        if cfg.tta not in TTA_MODES:
+            raise ValueError(f"tta={cfg.tta!r} must be null (the checkpoint's) or one of {', '.join(TTA_MODES)}.")
+        model.tta = cfg.tta
+    detector = FaceDetector(**cfg.detector)
+    annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
+    rows = predict_files(model, list(cfg.inputs), detector, cfg.crop_max_side, annotate_dir)
+    status = Counter(row["status"] for row in rows)
+    header = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "classes": list(CLASSES),
+        "tta": model.tta,
+        "summary": {"images": len({row["file"] for row in rows}), "faces": status["ok"], "no_face": status["no_face"], "errors": status["error"]},
+        **run_metadata(),
+    }
+    output = Path(cfg.output)
+    write_rows(rows, output, cfg.format, header)
+    log.info("%s; wrote %s", ", ".join(f"{k} {v}" for k, v in header["summary"].items()), output)
+    return rows
+
+
+def _unique(path: Path, taken: set[Path]) -> Path:
+    """``path``, or ``name-2.ext``, ``name-3.ext``... if this run already wrote it."""
+    candidate, number = path, 1
+    while candidate in taken:
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    taken.add(candidate)
+    return candidate
+
+
+@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

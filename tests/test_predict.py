@@ -1,0 +1,184 @@
+"""Face detection and ``python -m fer.predict``: photos, face crops, drawings with no face, broken files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from fer import CLASSES, FERClassifier, load_model
+from fer.faces import Box, FaceDetector, crop_square
+from fer.inference import predict_image
+from fer.predict import CSV_FIELDS, predict
+
+from conftest import compose_config, synthetic_face
+
+SAMPLE_FACE = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+PASTED = Box(200, 90, 256, 300)  # where the portrait goes in the 640x480 photo
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint: Path) -> FERClassifier:
+    return load_model(str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A 640x480 RGB photo with one real face: matplotlib's sample portrait on a gray background."""
+    if not SAMPLE_FACE.is_file():
+        pytest.skip(f"matplotlib's sample portrait {SAMPLE_FACE} is not installed")
+    portrait = np.asarray(Image.open(SAMPLE_FACE).convert("RGB").resize((PASTED.w, PASTED.h)))
+    image = np.full((480, 640, 3), 120, dtype=np.uint8)
+    image[PASTED.y : PASTED.y + PASTED.h, PASTED.x : PASTED.x + PASTED.w] = portrait
+    return image
+
+
+def drawing() -> np.ndarray:
+    """A 640x480 cartoon face (ellipse, eyes, brows, nose, smile): too schematic for the cascade."""
+    image = np.full((480, 640, 3), (140, 170, 200), dtype=np.uint8)
+    cv2.ellipse(image, (320, 240), (110, 140), 0, 0, 360, (220, 160, 120), -1)
+    for x in (280, 360):
+        cv2.circle(image, (x, 200), 14, (255, 255, 255), -1)
+        cv2.circle(image, (x, 200), 7, (30, 30, 30), -1)
+        cv2.line(image, (x - 22, 175), (x + 22, 172), (40, 40, 40), 5)
+    cv2.ellipse(image, (320, 300), (50, 22), 0, 0, 180, (160, 40, 40), 6)
+    return image
+
+
+def inside(box: Box, outer: Box) -> bool:
+    return outer.x <= box.x and outer.y <= box.y and box.x + box.w <= outer.x + outer.w and box.y + box.h <= outer.y + outer.h
+
+
+def test_detector_finds_the_face_in_a_photo(photo: np.ndarray) -> None:
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    faces = FaceDetector().faces(gray)
+    assert len(faces) == 1
+    assert inside(faces[0].box, PASTED) and faces[0].box.w >= 60
+    assert faces[0].crop.shape == (48, 48) and faces[0].crop.dtype == np.uint8 and not faces[0].aligned
+
+
+def test_drawing_without_a_detectable_face_gives_no_prediction(model: FERClassifier) -> None:
+    assert predict_image(model, drawing(), FaceDetector()) == []
+
+
+def test_face_crop_is_classified_whole_without_detection(model: FERClassifier) -> None:
+    face = synthetic_face(4, 0)  # a 48x48 FER-2013 face: the cascade would find nothing in it
+    (result,) = predict_image(model, face, FaceDetector())
+    assert result.source == "crop" and result.box == Box(0, 0, 48, 48)
+    np.testing.assert_allclose(result.probabilities, model.predict(face).probabilities[0], atol=1e-6)
+    assert result.label == CLASSES[int(result.probabilities.argmax())]
+
+
+def test_crop_square_levels_a_tilted_eye_line() -> None:
+    image = np.zeros((200, 200), dtype=np.uint8)
+    left, right = (70, 90), (130, 110)
+    for x, y in (left, right):
+        cv2.circle(image, (x, y), 4, 255, -1)
+    angle = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
+    levelled = crop_square(image, (100.0, 100.0), 200, 200, angle)
+    rows, cols = np.nonzero(levelled > 128)
+    left_rows, right_rows = rows[cols < 100], rows[cols >= 100]
+    assert abs(left_rows.mean() - right_rows.mean()) < 1.0
+    assert abs(rows.mean() - 100) < 1.5 and abs(cols.mean() - 100) < 1.5, "rotated about the centre"
+
+
+def test_alignment_option_reports_whether_it_rotated(photo: np.ndarray) -> None:
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    (plain,) = FaceDetector().faces(gray)
+    (aligned,) = FaceDetector(align=True).faces(gray)
+    assert aligned.box == plain.box and aligned.crop.shape == (48, 48)
+    if not aligned.aligned:  # the eye cascade did not find both eyes: the same square crop
+        np.testing.assert_array_equal(aligned.crop, plain.crop)
+
+
+def write_inputs(root: Path, photo: np.ndarray) -> Path:
+    folder = root / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(photo).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(synthetic_face(3, 0)).save(folder / "sub" / "face48.png")
+    Image.fromarray(drawing()).save(folder / "sub" / "drawing.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def predict_cfg(tmp_path: Path, checkpoint: Path, inputs: list[str], *overrides: str) -> DictConfig:
+    cfg = compose_config([f"ckpt_path={checkpoint}", *overrides], config_name="predict")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    cfg.inputs = inputs
+    return cfg
+
+
+def test_predict_writes_one_json_row_per_face_and_per_problem(tmp_path: Path, tiny_checkpoint: Path, photo: np.ndarray) -> None:
+    folder = write_inputs(tmp_path, photo)
+    missing = tmp_path / "missing.jpg"
+    cfg = predict_cfg(tmp_path, tiny_checkpoint, [str(folder), str(missing)], "annotate=true")
+    predict(cfg)
+    saved = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert saved["classes"] == list(CLASSES)
+    assert saved["summary"] == {"images": 5, "faces": 2, "no_face": 1, "errors": 2}
+    rows = {Path(row["file"]).name: row for row in saved["rows"]}
+    assert set(rows) == {"photo.jpg", "face48.png", "drawing.png", "broken.jpg", "missing.jpg"}
+
+    face = rows["photo.jpg"]
+    assert face["status"] == "ok" and face["source"] == "detected" and face["face"] == 0
+    assert inside(Box(*face["box"]), PASTED)
+    assert face["emotion"] in CLASSES and list(face["probabilities"]) == list(CLASSES)
+    assert math.isclose(sum(face["probabilities"].values()), 1.0, abs_tol=1e-5)
+    assert face["confidence"] == max(face["probabilities"].values())
+
+    crop = rows["face48.png"]
+    assert crop["source"] == "crop" and crop["box"] == [0, 0, 48, 48]
+    assert rows["drawing.png"]["status"] == "no_face" and rows["drawing.png"]["emotion"] is None
+    assert rows["broken.jpg"]["status"] == "error" and "broken.jpg" in rows["broken.jpg"]["error"]
+    assert rows["missing.jpg"]["status"] == "error" and "no such file" in rows["missing.jpg"]["error"]
+
+    annotated = tmp_path / "run" / "annotated" / "inputs"
+    assert sorted(p.relative_to(annotated).as_posix() for p in annotated.rglob("*.png")) == [
+        "photo.png", "sub/drawing.png", "sub/face48.png"
+    ]
+    drawn = np.asarray(Image.open(annotated / "photo.png").convert("RGB"))
+    assert drawn.shape == photo.shape
+    x, y, w, h = face["box"]
+    assert (drawn[y, x + w // 2] == (0, 255, 0)).all(), "the box is drawn in green"
+
+
+def test_predict_entry_point_writes_csv(tmp_path: Path, tiny_checkpoint: Path, photo: np.ndarray) -> None:
+    photo_path, face_path = tmp_path / "photo.png", tmp_path / "face.png"
+    Image.fromarray(photo).save(photo_path)
+    Image.fromarray(synthetic_face(0, 0)).save(face_path)
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "fer.predict", f"ckpt_path={tiny_checkpoint}", f"inputs=[{photo_path},{face_path}]",
+         "format=csv", f"hydra.run.dir={run}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(run / "predictions.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_FIELDS
+    assert [Path(r["file"]).name for r in rows] == ["photo.png", "face.png"]
+    assert [r["source"] for r in rows] == ["detected", "crop"]
+    for row in rows:
+        assert row["status"] == "ok" and row["emotion"] in CLASSES
+        assert math.isclose(sum(float(row[f"p_{c}"]) for c in CLASSES), 1.0, abs_tol=1e-5)
+    assert (rows[1]["x"], rows[1]["w"]) == ("0", "48")
+
+
+def test_predict_refuses_bad_settings(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match=r"inputs=\[PATH"):
+        predict(predict_cfg(tmp_path, tiny_checkpoint, []))
+    with pytest.raises(ValueError, match="format='xml'"):
+        predict(predict_cfg(tmp_path, tiny_checkpoint, ["x.jpg"], "format=xml"))
