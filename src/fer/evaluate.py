@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.module import FERClassifier
 from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
@@ -36,13 +37,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "task": "evaluate",
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "model": model.hparams.net["name"],
-        "protocol": cfg.data.split,
+        "protocol": cfg.data.get("split", "folder"),
         "split": cfg.split,
         "tta": cfg.tta,
         cfg.split: model.results["test"],
         "wall_seconds": round(time.time() - started, 1),
         **run_metadata(),
     }
+    if isinstance(datamodule, FolderDataModule):
+        metrics.update(datamodule.report(model))
     write_json(output_dir / METRICS_FILE, metrics)
     log.info("%s accuracy %.4f; wrote %s", cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
     return metrics
