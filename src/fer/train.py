@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from fer.factory import build_datamodule, build_module, build_trainer
+from fer.plots import plot_run
 from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(run_metadata())
     write_json(output_dir / METRICS_FILE, metrics)
     log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
+    plot_run(output_dir)
     return metrics
 
 
