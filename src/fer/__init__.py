@@ -2,6 +2,9 @@
 
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.module import FERClassifier
+from fer.resume import register_resolver
+
+register_resolver()
 
 
 def load_model(ckpt_path: str, map_location: str = "cpu") -> FERClassifier:

@@ -13,9 +13,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fer.callbacks import FiniteWeights, ResumeState
+from fer.checkpoints import AtomicCheckpointIO
 from fer.classes import CLASSES
 from fer.data import FER2013DataModule
-from fer.hardware import resolve_precision, uses_gpu
+from fer.hardware import check_accelerator, resolve_precision, uses_gpu
 from fer.module import FERClassifier
 
 log = logging.getLogger(__name__)
@@ -50,15 +52,20 @@ def build_module(cfg: DictConfig, datamodule: FER2013DataModule) -> FERClassifie
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
-    """The Trainer with ``precision: auto`` resolved for this machine, callbacks and loggers."""
+    """The Trainer with ``precision: auto`` resolved for this machine, callbacks and loggers, plus
+    what every fit needs to survive a crash: RNG and log state in checkpoints (:mod:`fer.callbacks`)
+    and atomic checkpoint writes (:mod:`fer.checkpoints`)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_accelerator(trainer_cfg.get("accelerator", "auto"))
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
     if uses_gpu(trainer_cfg.get("accelerator", "auto")):
         torch.set_float32_matmul_precision("high")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += [ResumeState(), FiniteWeights()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer_cfg.update(overrides)
     trainer_cfg.setdefault("callbacks", callbacks)
     trainer_cfg.setdefault("logger", loggers or False)
+    trainer_cfg.setdefault("plugins", [AtomicCheckpointIO()])
     log.info("Trainer: accelerator=%s precision=%s", trainer_cfg.get("accelerator"), trainer_cfg["precision"])
     return instantiate(trainer_cfg, _convert_="all")

@@ -1,4 +1,5 @@
-"""What a run leaves in its directory: the resolved config, metadata and ``metrics.json``."""
+"""What a run leaves in its directory: the resolved config, ``run.json`` (metadata, written at the
+start) and ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from fer import hardware
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics", "albumentations")
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
 
 
 def git_commit() -> str:
@@ -47,6 +50,15 @@ def run_metadata() -> dict[str, Any]:
         "packages": versions,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def record_start(output_dir: str | os.PathLike, resumed_from: str | None) -> None:
+    """Append this start (time, commit, packages, hardware, checkpoint resumed from) to ``run.json``
+    at the start of the run, so that a run that crashes still says what it ran on."""
+    path = Path(output_dir) / RUN_FILE
+    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    starts.append({"started": datetime.now().astimezone().isoformat(timespec="seconds"), "resumed_from": resumed_from, **run_metadata()})
+    write_json(path, {"starts": starts})
 
 
 def save_config(cfg: DictConfig, output_dir: str | os.PathLike) -> None:

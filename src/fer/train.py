@@ -2,7 +2,8 @@
 
 Fits with checkpoints (best on val accuracy, and last), then scores the best checkpoint on val
 (selection) and test (reported once), and writes ``metrics.json`` beside the resolved
-``config.yaml`` in the run directory.
+``config.yaml`` in the run directory. ``resume=true`` with the same overrides continues the run
+from its last checkpoint (:mod:`fer.resume`); ``ckpt_path=PATH`` continues from a given one.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
+from fer.checkpoints import check_fits, read_checkpoint
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.plots import plot_run
-from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
+from fer.resume import checkpoint_to_resume
+from fer.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
+from fer.sweep import in_multirun, run_job
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +32,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Seed, build data, model and trainer, fit, test the best checkpoint, write the metrics."""
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
-    save_config(cfg, output_dir)
+    ckpt_path = checkpoint_to_resume(output_dir, cfg.get("resume", False), cfg.get("ckpt_path"))
+    if rank_zero_only.rank == 0:
+        save_config(cfg, output_dir)
+        record_start(output_dir, resumed_from=ckpt_path)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
+    if ckpt_path:
+        resumed = read_checkpoint(ckpt_path)
+        check_fits(ckpt_path, resumed, module)
+        log.info("Continuing from %s (saved at epoch %s, step %s)", ckpt_path, resumed.get("epoch"), resumed.get("global_step"))
     trainer = build_trainer(cfg)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.time() - started
     checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
 
@@ -54,15 +66,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = module.results["test"]
     metrics["wall_seconds"] = round(time.time() - started, 1)
     metrics.update(run_metadata())
-    write_json(output_dir / METRICS_FILE, metrics)
-    log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
-    plot_run(output_dir)
+    if trainer.is_global_zero:
+        write_json(output_dir / METRICS_FILE, metrics)
+        log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
+        plot_run(output_dir)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val accuracy for sweepers (e.g. Optuna)."""
+    """Hydra entry point; returns val accuracy for sweepers (e.g. Optuna). In a multirun a failed
+    job is recorded and returns None so that the sweep goes on (:mod:`fer.sweep`)."""
+    if in_multirun():
+        return run_job(lambda: train(cfg)["val"]["acc"], cfg.paths.output_dir)
     return train(cfg)["val"]["acc"]
 
 

@@ -1,0 +1,103 @@
+"""Callbacks that make a resumed run continue exactly, and keep diverged weights off disk.
+
+Lightning restores weights, optimizer, scheduler, loop counters and callback state, but not the
+random number generators nor the CSV log: :class:`ResumeState` saves the Python, numpy and torch
+(CPU and CUDA) RNG states in every checkpoint and puts them back when ``fit`` restores one, so
+dropout masks and the DataLoader's shuffling continue the same random stream; it also flushes the
+loggers at each checkpoint and drops the rows a crashed run logged after it.
+
+Limits: one RNG state (rank 0's) is saved, which is exact because every DDP rank is seeded alike
+and draws alike; DataLoader workers re-seed from the restored RNG, so ``persistent_workers`` (whose
+workers outlive an epoch) continue a different stream after a resume than without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.trainer.states import TrainerFn
+
+from fer.loggers import CSVLogger
+
+log = logging.getLogger(__name__)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The global RNG states as plain data and tensors (loadable with ``weights_only=True``)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    return {
+        "python": [version, list(python_state), python_gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, python_state, python_gauss = state["python"]
+    random.setstate((version, tuple(python_state), python_gauss))
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(Callback):
+    """RNG states in every checkpoint, restored on resume; logs flushed at each checkpoint and
+    trimmed back to it on resume."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": capture_rng()}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Runs when ``fit`` restores a checkpoint, before it creates the first DataLoader iterator,
+        whose creation draws from the torch RNG exactly as the epoch start it replaces does."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is None:
+            log.warning("The checkpoint holds no RNG state: the resumed run draws other random numbers than an uninterrupted one.")
+            return
+        restore_rng(state["rng"])
+        log.info("Restored the Python, numpy and torch RNG states saved in the checkpoint")
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                dropped = logger.drop_rows_from(trainer.global_step)
+                if dropped:
+                    log.info("Dropped %d rows logged at step >= %d from %s", dropped, trainer.global_step, logger.log_dir)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+class FiniteWeights(Callback):
+    """Refuse to write a checkpoint whose weights hold NaN or inf, so a diverged run never
+    replaces its last good ``last.ckpt``."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        bad = [
+            name for name, value in checkpoint["state_dict"].items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"Non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}) at epoch "
+                f"{trainer.current_epoch}, step {trainer.global_step}: training diverged, so no checkpoint "
+                "was written and the last good one is kept. Lower module.optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the data."
+            )
