@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from fer.classes import CLASSES
@@ -156,6 +157,16 @@ class FER2013DataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
+    def _eval_sampler(self, dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, shard val/test without padding: Lightning's DistributedSampler would repeat
+        samples to even out the shards and so count some images twice. torchmetrics then reduces
+        the per-process states, so the scores are exactly those of one process."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+        )
+
     def eval_dataloader(self, split: str) -> DataLoader:
         """An unshuffled, unaugmented loader over any split (``train``, ``val`` or ``test``)."""
         if split not in self.indices:
@@ -171,6 +182,7 @@ class FER2013DataModule(pl.LightningDataModule):
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self._eval_sampler(self.datasets[split]),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
