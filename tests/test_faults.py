@@ -90,6 +90,25 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(fer_zip: Path, tmp_p
     assert val_epochs[:3] == [0, 1, 2]  # each epoch once: appended, and the killed epoch's rows dropped
 
 
+def test_explicit_ckpt_path_continues_that_training(make_cfg, tmp_path: Path) -> None:
+    first = make_cfg("model=vgg1", "trainer.max_epochs=1", "scheduler=none")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    second = make_cfg("model=vgg1", "trainer.max_epochs=2", "scheduler=none", f"ckpt_path={last}")
+    second.paths.output_dir = str(tmp_path / "continued")
+    assert train(second)["epochs"] == 2  # one more epoch, counted on from the checkpoint's
+    starts = json.loads((tmp_path / "continued" / "run.json").read_text())["starts"]
+    assert starts[0]["resumed_from"] == str(last)
+    saved = torch.load(tmp_path / "continued" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1 and saved["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
+
+
+def test_one_cycle_schedule_cannot_be_extended_on_resume(make_cfg, tiny_checkpoint: Path) -> None:
+    longer = make_cfg("model=vgg1", "trainer.max_epochs=2", "scheduler=onecycle", f"ckpt_path={tiny_checkpoint}")  # it trained 1
+    with pytest.raises(ValueError, match=r"OneCycleLR schedule ends after 5 steps, but this run trains 10 .*cannot be extended"):
+        train(longer)
+
+
 def test_run_directory_is_found_again_from_the_overrides(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     key = resume.run_key(["model=vgg1", "seed=1"])
@@ -160,7 +179,7 @@ def test_nonfinite_weights_are_never_checkpointed(make_cfg, monkeypatch: pytest.
 def test_same_seed_same_metrics_and_the_run_is_recorded(make_cfg, tmp_path: Path) -> None:
     results = []
     for name in ("first", "second"):
-        cfg = make_cfg("model=vgg1", "trainer.max_epochs=2", *DETERMINISTIC)
+        cfg = make_cfg("model=vgg1", *DETERMINISTIC)
         cfg.paths.output_dir = str(tmp_path / name)
         results.append(train(cfg))
     first, second = results

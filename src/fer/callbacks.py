@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.trainer.states import TrainerFn
+from torch.optim.lr_scheduler import OneCycleLR
 
 from fer.loggers import CSVLogger
 
@@ -74,6 +75,7 @@ class ResumeState(Callback):
             logger.save()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _check_one_cycle_length(trainer)
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 dropped = logger.drop_rows_from(trainer.global_step)
@@ -83,6 +85,20 @@ class ResumeState(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for logger in trainer.loggers:
             logger.save()
+
+
+def _check_one_cycle_length(trainer: pl.Trainer) -> None:
+    """A restored OneCycleLR keeps the length it was planned with; say so before it runs out
+    (torch's "Tried to step N times" comes mid-epoch and does not say why)."""
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        if isinstance(scheduler, OneCycleLR) and scheduler.total_steps < trainer.estimated_stepping_batches:
+            raise ValueError(
+                f"The checkpoint's OneCycleLR schedule ends after {scheduler.total_steps} steps, but this run "
+                f"trains {trainer.estimated_stepping_batches} (trainer.max_epochs or the data changed since). A one-cycle "
+                "schedule cannot be extended: continue with the trainer.max_epochs the run started with, or "
+                "train the checkpoint further under another scheduler (scheduler=cosine, step or none)."
+            )
 
 
 class FiniteWeights(Callback):
