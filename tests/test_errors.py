@@ -1,0 +1,146 @@
+"""Bad input, seen from the command: each case stops with a message that says what is wrong and how
+to fix it (the table in docs/errors.md quotes these messages)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
+
+from fer.checkpoints import CheckpointError
+from fer.data import DatasetError
+from fer.evaluate import evaluate
+from fer.train import main, train
+
+pytestmark = pytest.mark.usefixtures("skip_plots")
+
+
+@pytest.fixture
+def folder_copy(fer_folder: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic Kaggle folder, to break."""
+    return Path(shutil.copytree(fer_folder, tmp_path / "fer"))
+
+
+def _train_fails(make_cfg, error: type[Exception], match: str, *overrides: str) -> None:
+    with pytest.raises(error, match=match):
+        train(make_cfg(*overrides))
+
+
+def test_dataset_path_missing(make_cfg, tmp_path: Path) -> None:
+    _train_fails(make_cfg, DatasetError, r"FER-2013 not found at .*/nowhere\. Download FER-2013 from", f"data.root={tmp_path / 'nowhere'}")
+
+
+def test_archive_that_is_not_a_zip(make_cfg, tmp_path: Path) -> None:
+    fake = tmp_path / "fer2013.zip"
+    fake.write_text("<html>Kaggle login page</html>")
+    _train_fails(make_cfg, DatasetError, r"fer2013\.zip is neither a zip archive nor a fer2013\.csv", f"data.root={fake}")
+
+
+def test_folder_without_train(make_cfg, tmp_path: Path) -> None:
+    (tmp_path / "fer" / "test" / "happy").mkdir(parents=True)
+    _train_fails(make_cfg, DatasetError, r"holds no FER-2013: expected train/<class>/\*\.jpg", f"data.root={tmp_path / 'fer'}")
+
+
+def test_unknown_class_folder(make_cfg, folder_copy: Path) -> None:
+    shutil.copytree(folder_copy / "train" / "happy", folder_copy / "train" / "smiling")
+    _train_fails(make_cfg, DatasetError, r"Unknown class folder train/smiling .*must be named angry, disgust", f"data.root={folder_copy}")
+
+
+def test_class_without_images(make_cfg, folder_copy: Path) -> None:
+    for image in (folder_copy / "train" / "disgust").iterdir():
+        image.unlink()
+    _train_fails(make_cfg, DatasetError, r"Class folders with no images in .*: train/disgust", f"data.root={folder_copy}")
+
+
+def test_corrupt_jpeg_names_the_file(make_cfg, folder_copy: Path) -> None:
+    broken = sorted((folder_copy / "train" / "happy").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:40])
+    _train_fails(
+        make_cfg, DatasetError, rf"Corrupt or unreadable image train/happy/{broken.name} in .*Replace or delete the file", f"data.root={folder_copy}"
+    )
+
+
+def test_rgb_or_resized_images_are_converted_and_counted(make_cfg, folder_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder_copy / "train" / "sad" / "Training_rgb.jpg")
+    Image.fromarray(np.full((30, 40), 50, np.uint8)).save(folder_copy / "train" / "sad" / "Training_small.png")
+    with caplog.at_level(logging.WARNING):
+        metrics = train(make_cfg("model=vgg1", "test=false", f"data.root={folder_copy}"))
+    assert "Converted 2 images that were not 48x48 grayscale" in caplog.text
+    assert "train/sad/Training_rgb.jpg" in caplog.text and "val" in metrics
+
+
+def test_csv_with_wrong_columns(make_cfg, tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.csv"
+    path.write_text("label,image,split\n0,1 2 3,Training\n")
+    _train_fails(make_cfg, DatasetError, r"expected the columns emotion,pixels,Usage, found \['label', 'image', 'split'\]", f"data.root={path}")
+
+
+def test_csv_row_with_wrong_pixel_count(make_cfg, fer_csv: Path, tmp_path: Path) -> None:
+    lines = fer_csv.read_text().splitlines()
+    lines[3] = "2," + " ".join(["0"] * 100) + ",Training"
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(lines) + "\n")
+    _train_fails(make_cfg, DatasetError, r"fer2013\.csv line 4: 100 pixel values, expected 2304", f"data.root={path}")
+
+
+def test_unknown_model_lists_the_choices(fer_zip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    assert run_cli(main, cli_overrides(fer_zip, tmp_path, "model=vgg9"), monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "Could not find 'model/vgg9'" in err and "Available options in 'model'" in err and "vgg16" in err
+
+
+def test_misspelt_key_is_refused(fer_zip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    assert run_cli(main, cli_overrides(fer_zip, tmp_path, "trainer.max_epoch=3"), monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "Could not override 'trainer.max_epoch'" in err and "Key 'max_epoch' is not in struct" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_trainer_without_gpu(fer_zip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    args = [a for a in cli_overrides(fer_zip, tmp_path, "trainer=gpu") if not a.startswith("trainer.accelerator")]
+    assert run_cli(main, args, monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "trainer.accelerator=gpu (trainer=gpu or trainer=ddp) needs a CUDA GPU, but torch" in err
+    assert "Run with trainer=cpu" in err
+
+
+def test_checkpoint_of_another_model(make_cfg, tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"tiny\.ckpt does not fit this run's model \(model\.blocks: checkpoint 1, this run 3\)"):
+        train(make_cfg("model=vgg3", f"ckpt_path={tiny_checkpoint}"))
+
+
+@pytest.fixture
+def truncated_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "truncated.ckpt"
+    path.write_bytes(tiny_checkpoint.read_bytes()[: tiny_checkpoint.stat().st_size // 2])
+    return path
+
+
+def test_truncated_checkpoint_when_resuming(make_cfg, truncated_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"Cannot read checkpoint .*truncated\.ckpt \(\d+ bytes\): it is truncated or corrupt"):
+        train(make_cfg("model=vgg1", f"ckpt_path={truncated_checkpoint}"))
+
+
+def test_truncated_checkpoint_when_evaluating(make_cfg, truncated_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"Cannot read checkpoint .*truncated\.ckpt .*use another checkpoint of the run"):
+        evaluate(make_cfg(f"ckpt_path={truncated_checkpoint}", config_name="eval"))
+
+
+def test_vgg16_weights_that_do_not_fit(make_cfg, tmp_path: Path) -> None:
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, path)
+    _train_fails(make_cfg, RuntimeError, r"resnet\.pth does not fit VGG16's convolutions: missing \['0\.bias'", "model=vgg16", f"model.weights_path={path}")
+
+
+def test_zip_without_train_entries(make_cfg, tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "nothing here")
+    _train_fails(make_cfg, DatasetError, r"fer2013\.zip holds no train/<class>/\*\.jpg entries", f"data.root={path}")
