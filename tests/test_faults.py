@@ -61,7 +61,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(fer_zip: Path, tmp_p
     assert process.wait(timeout=60) == -signal.SIGKILL
     run_dir = last.parents[1]
     assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
-    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] < 2  # killed mid-training (in epoch 1 unless very slow)
     assert (run_dir / "run.json").is_file()  # written at the start, so the crashed run has it
 
     assert run_cli(main, [*args, "resume=true"], monkeypatch) == 0

@@ -53,18 +53,21 @@ def run_job(job: Callable[[], T], output_dir: str | Path) -> T | None:
 
 
 def job_summary(job_dir: Path) -> dict[str, Any]:
-    """One job's outcome from the files it left: ``metrics.json`` or ``failure.json``."""
+    """One job's outcome from the files it left: ``metrics.json`` or ``failure.json``, whichever
+    is newer (a resumed sweep may have turned a failure into a success, or the other way)."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     summary: dict[str, Any] = {"job": job_dir.name, "dir": str(job_dir), "overrides": overrides}
-    if (job_dir / METRICS_FILE).is_file():
+    outcomes = [f for f in (job_dir / METRICS_FILE, job_dir / FAILURE_FILE) if f.is_file()]
+    latest = max(outcomes, key=lambda f: f.stat().st_mtime_ns).name if outcomes else None
+    if latest == METRICS_FILE:
         metrics = json.loads((job_dir / METRICS_FILE).read_text())
         summary["status"] = "succeeded"
         for split in SPLITS:
             if isinstance(metrics.get(split), dict):
                 summary[split] = {k: metrics[split][k] for k in REPORTED if k in metrics[split]}
         summary["best_checkpoint"] = metrics.get("best_checkpoint")
-    elif (job_dir / FAILURE_FILE).is_file():
+    elif latest == FAILURE_FILE:
         failure = json.loads((job_dir / FAILURE_FILE).read_text())
         summary["status"] = "failed"
         summary["error"] = f"{failure['error']}: {failure['message']}"
