@@ -130,3 +130,19 @@ def test_setup_uses_the_cache_dir(tmp_path: Path, fer_zip: Path) -> None:
 def test_bad_arguments_are_refused(fer_zip: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FER2013DataModule(str(fer_zip), **kwargs)
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_augmented_batches_repeat_under_the_same_seed(fer_zip: Path, augment_on: str) -> None:
+    """Both augmentation paths draw from torch's seeded stream, so a run repeats (and resumes) exactly."""
+
+    def first_batch(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        dm = FER2013DataModule(root=str(fer_zip), augment=True, augment_on=augment_on, aug={"rotate": 10}, batch_size=8)
+        dm.setup()
+        images, _ = next(iter(dm.train_dataloader()))
+        return dm.batch_augment(images) if dm.batch_augment is not None else images
+
+    first = first_batch(7)
+    assert torch.equal(first, first_batch(7))
+    assert not torch.equal(first, first_batch(8))

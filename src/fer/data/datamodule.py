@@ -38,6 +38,9 @@ class FaceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
         if self.transform is not None:
+            # albumentations draws from its own generators, which global seeds do not reach: seed
+            # them from torch's stream so augmented runs repeat, and resume, exactly
+            self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
             image = self.transform(image=image)["image"]
         tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
         if self.channels != 1:
