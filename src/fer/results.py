@@ -31,6 +31,7 @@ COMPARE_WITH = {
     "improved/vgg16": "seed/vgg16_transfer",
 }
 TEST_SET = {"official": "PrivateTest (3,589)", "kaggle": "Kaggle test/ (7,178)"}
+SEED_EPOCHS = 50
 
 
 @dataclass
@@ -38,22 +39,20 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     experiment: str
-    planned_epochs: int | None
+    overrides: list[str]
 
     @classmethod
     def load(cls, metrics_file: Path) -> Run:
         run_dir = metrics_file.parent
         metrics = json.loads(metrics_file.read_text())
-        experiment = "-"
+        experiment, overrides = "-", []
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
         if hydra_file.is_file():
-            choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"]
+            hydra_cfg = yaml.safe_load(hydra_file.read_text())["hydra"]
+            choices = hydra_cfg["runtime"]["choices"]
             experiment = choices.get("experiment") or f"model={choices.get('model')}"
-        planned = None
-        config_file = run_dir / "config.yaml"
-        if config_file.is_file():
-            planned = yaml.safe_load(config_file.read_text()).get("trainer", {}).get("max_epochs")
-        return cls(run_dir, metrics, experiment, planned)
+            overrides = [o for o in hydra_cfg["overrides"]["task"] if not o.startswith("experiment=")]
+        return cls(run_dir, metrics, experiment, overrides)
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -68,8 +67,9 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
-def render(runs: list[Run]) -> str:
-    """The markdown report: one row per run, then the seed rows we have not run at full length."""
+def render(runs: list[Run], notes: str = "") -> str:
+    """The markdown report: one row per run, the seed rows not yet run at full length, then
+    ``notes`` (hand-written context, e.g. what shared the machine during a run)."""
     lines = [
         "# Results",
         "",
@@ -78,27 +78,31 @@ def render(runs: list[Run]) -> str:
         "on PublicTest and reports PrivateTest; `kaggle` (the seed's) selects on a stratified 10% of "
         "Training and reports the whole 7,178-image test/ folder.",
         "",
-        "| experiment | model | protocol | test set | epochs (planned) | val acc | test acc | test loss | test macro-F1 "
+        "| experiment | overrides | model | protocol | test set | epochs | val acc | test acc | test loss | test macro-F1 "
         "| seed's number (same row) | wall time | hardware | commit | run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in sorted(runs, key=lambda r: r.experiment):
         m = run.metrics
         seed = SEED_TABLE.get(COMPARE_WITH.get(run.experiment, run.experiment))
         seed_text = f"{seed[1]:.2f}% ({seed[0]})" if seed else "–"
+        epochs = f"{m['epochs']} of the seed's {SEED_EPOCHS}" if run.experiment in SEED_TABLE else str(m["epochs"])
+        overrides = " ".join(f"`{o}`" for o in run.overrides) or "–"
         lines.append(
-            f"| {run.experiment} | {m['model']} | {m['protocol']} | {TEST_SET.get(m['protocol'], '?')} "
-            f"| {m['epochs']} ({run.planned_epochs}) | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
+            f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {TEST_SET.get(m['protocol'], '?')} "
+            f"| {epochs} | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
             f"| {m['test']['loss']:.3f} | {_pct(m['test']['f1_macro'])} | {seed_text} "
             f"| {m['wall_seconds'] / 60:.1f} min | {m['hardware']} | {m['commit']} | `{run.path}` |"
         )
-    full = {r.experiment for r in runs if r.planned_epochs and r.metrics["epochs"] >= r.planned_epochs}
+    full = {r.experiment for r in runs if r.metrics["epochs"] >= SEED_EPOCHS}
     pending = [name for name in SEED_TABLE if name not in full]
     if pending:
-        lines += ["", "## Pending (not yet run at full length)", ""]
+        lines += ["", "## Pending: seed rows not yet run at full length", ""]
         for name in pending:
             label, accuracy, _ = SEED_TABLE[name]
-            lines.append(f"- `experiment={name}` ({label}; seed {accuracy:.2f}%): 50 epochs at batch 16.")
+            lines.append(f"- `experiment={name}` ({label}; seed {accuracy:.2f}%): {SEED_EPOCHS} epochs at batch 16.")
+    if notes:
+        lines += ["", notes.rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, multirun directories or metrics.json files")
     parser.add_argument("-o", "--output", type=Path, help="write the markdown here (default: print it)")
     parser.add_argument("--bench", action="store_true", help="tabulate bench.json files of fer.bench runs instead")
+    parser.add_argument("--notes", type=Path, help="a markdown file appended to the report")
     args = parser.parse_args(argv)
     if args.bench:
         text = render_bench(args.paths)
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = find_runs(args.paths)
         if not runs:
             parser.error(f"no training metrics.json under {', '.join(map(str, args.paths))}")
-        text = render(runs)
+        text = render(runs, args.notes.read_text() if args.notes else "")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
