@@ -97,22 +97,27 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
         return compose(config_name=config_name, overrides=overrides)
 
 
+def fast_overrides(fer_zip: Path, cache_dir: Path) -> list[str]:
+    """Overrides that make a run on the synthetic zip take seconds on CPU (fp32, tiny batches, 1 epoch)."""
+    return [
+        f"data.root={fer_zip}",
+        f"paths.cache_dir={cache_dir}",
+        "data.batch_size=8",
+        "data.eval_batch_size=16",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+    ]
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path, fer_zip: Path) -> Callable[..., DictConfig]:
     """``make_cfg(*overrides, config_name="train")``: a config on the synthetic zip, writing under
     tmp_path, sized to run in seconds on CPU (fp32, tiny batches, 1 epoch, no progress bar)."""
 
     def make(*overrides: str, config_name: str = "train") -> DictConfig:
-        base = [
-            f"data.root={fer_zip}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            "data.batch_size=8",
-            "data.eval_batch_size=16",
-            "trainer.accelerator=cpu",
-            "trainer.precision=32-true",
-            "trainer.max_epochs=1",
-            "trainer.log_every_n_steps=1",
-        ]
+        base = fast_overrides(fer_zip, tmp_path / "cache")
         if config_name == "train":
             base.append("callbacks.progress_bar.refresh_rate=0")
         cfg = compose_config([*base, *overrides], config_name=config_name)
@@ -129,19 +134,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, fer_zip: Path) -> 
     from fer.train import train
 
     out = tmp_path_factory.mktemp("tiny_run")
-    cfg = compose_config(
-        [
-            f"data.root={fer_zip}",
-            f"paths.cache_dir={out / 'cache'}",
-            "model=vgg1",
-            "data.batch_size=8",
-            "trainer.accelerator=cpu",
-            "trainer.precision=32-true",
-            "trainer.max_epochs=1",
-            "trainer.log_every_n_steps=1",
-            "callbacks.progress_bar.refresh_rate=0",
-        ]
-    )
+    cfg = compose_config([*fast_overrides(fer_zip, out / "cache"), "model=vgg1", "callbacks.progress_bar.refresh_rate=0"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
     metrics = train(cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from conftest import fast_overrides
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 SLOW_ENV = "FER_TEST_SLOW_SECONDS"
@@ -18,16 +19,9 @@ SLOW_ENV = "FER_TEST_SLOW_SECONDS"
 def cli_overrides(fer_zip: Path, tmp_path: Path, *extra: str) -> list[str]:
     """Overrides for a seconds-long CPU run on the synthetic zip, logging under ``tmp_path/logs``."""
     return [
-        f"data.root={fer_zip}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
+        *fast_overrides(fer_zip, tmp_path / "cache"),
         f"paths.log_dir={tmp_path / 'logs'}",
         "model=vgg1",
-        "data.batch_size=8",
-        "data.eval_batch_size=16",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
         "callbacks.progress_bar.refresh_rate=0",
         *extra,
     ]

@@ -144,6 +144,8 @@ class FERClassifier(pl.LightningModule):
         """Logits averaged over the views of ``tta`` (default: the configured test-time
         augmentation), all views in one forward pass."""
         tta = tta or self.tta
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r} must be one of {', '.join(TTA_MODES)}.")
         views = [x]
         crop = self.input_spec["crop_size"]
         if tta == "tencrop" and x.shape[-1] > crop:
