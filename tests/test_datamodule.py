@@ -56,10 +56,16 @@ def test_batches_are_uint8_bchw(fer_zip: Path, channels: int) -> None:
     assert tuple(x.shape) == (5, channels, 48, 48)
 
 
-def test_image_and_crop_size_are_respected(fer_zip: Path) -> None:
-    """Training batches are random crops; evaluation batches stay whole (the model crops, or ten-crops)."""
-    dm = ready(fer_zip, image_size=64, crop_size=56, augment=True)
-    assert tuple(next(iter(dm.train_dataloader()))[0].shape[1:]) == (1, 56, 56)
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_image_and_crop_size_are_respected(fer_zip: Path, augment_on: str) -> None:
+    """Training batches are random crops (in the loader, or on the device after transfer);
+    evaluation batches stay whole (the model crops, or ten-crops)."""
+    dm = ready(fer_zip, image_size=64, crop_size=56, augment=True, augment_on=augment_on)
+    images = next(iter(dm.train_dataloader()))[0]
+    if augment_on == "device":
+        assert tuple(images.shape[1:]) == (1, 64, 64)
+        images = dm.batch_augment(images)
+    assert tuple(images.shape[1:]) == (1, 56, 56)
     for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.eval_dataloader("train")):
         assert tuple(next(iter(loader))[0].shape[1:]) == (1, 64, 64)
     assert dm.input_spec == {"image_size": 64, "crop_size": 56, "channels": 1}
@@ -78,7 +84,7 @@ def test_without_augment_training_images_are_the_raw_faces(fer_zip: Path) -> Non
 
 
 def test_with_augment_training_varies_but_evaluation_does_not(fer_zip: Path) -> None:
-    dm = ready(fer_zip, augment=True, aug={"hflip": 0.5, "translate": 0.2})
+    dm = ready(fer_zip, augment=True, augment_on="loader", aug={"hflip": 0.5, "translate": 0.2})
     views = {dm.datasets["train"][0][0].numpy().tobytes() for _ in range(8)}
     assert len(views) > 1
     assert torch.equal(dm.datasets["val"][0][0], dm.datasets["val"][0][0])

@@ -69,7 +69,7 @@ class FER2013DataModule(pl.LightningDataModule):
         dedup: bool = False,
         augment: bool = False,
         aug: dict | None = None,
-        augment_on: str = "loader",
+        augment_on: str = "device",
         image_size: int = IMAGE_SIZE,
         crop_size: int | None = None,
         channels: int = 1,

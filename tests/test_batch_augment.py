@@ -1,0 +1,82 @@
+"""Batched on-device augmentation: the same knobs as the albumentations pipeline, as tensor ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fer.data import FER2013DataModule
+from fer.data.batch_augment import BatchAugment
+from fer.data.transforms import AugmentConfig
+
+BATCH = torch.randint(0, 256, (16, 1, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+NO_AUG = {"hflip": 0.0, "translate": 0.0, "scale": 0.0, "rotate": 0.0, "erasing_p": 0.0}
+
+
+def scaled(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255
+
+
+def test_without_augmentation_it_only_scales() -> None:
+    torch.testing.assert_close(BatchAugment(None, 48)(BATCH), scaled(BATCH), atol=1e-5, rtol=0)
+
+
+def test_certain_flip_mirrors_every_image() -> None:
+    out = BatchAugment(AugmentConfig(**{**NO_AUG, "hflip": 1.0}), 48)(BATCH)
+    torch.testing.assert_close(out, scaled(BATCH).flip(-1), atol=1e-5, rtol=0)
+
+
+def test_shifts_move_whole_pixels() -> None:
+    """Pure translations resample nothing: every output pixel is an input pixel of the same image
+    (the border is replicated), so shifted faces are not blurred."""
+    torch.manual_seed(1)
+    out = BatchAugment(AugmentConfig(**{**NO_AUG, "translate": 0.1}), 48)(BATCH)
+    assert not torch.allclose(out, scaled(BATCH))
+    for image, source in zip(out, BATCH):
+        values = (image * 255).round().to(torch.uint8)
+        assert torch.isin(values, source).all()
+
+
+def test_random_crop_is_a_window_of_the_image() -> None:
+    torch.manual_seed(2)
+    out = BatchAugment(None, 40)(BATCH)
+    assert out.shape == (16, 1, 40, 40)
+    windows = scaled(BATCH).unfold(2, 40, 1).unfold(3, 40, 1)  # [B, 1, 9, 9, 40, 40]
+    for image, candidates in zip(out, windows):
+        distance = (candidates[0] - image[0]).abs().amax(dim=(-1, -2))
+        assert distance.min() < 1e-5
+
+
+def test_erasing_zeroes_one_rectangle_per_image() -> None:
+    torch.manual_seed(3)
+    bright = torch.full((8, 1, 48, 48), 200, dtype=torch.uint8)
+    out = BatchAugment(AugmentConfig(**{**NO_AUG, "erasing_p": 1.0, "erasing_max": 0.3}), 48)(bright)
+    for image in out[:, 0]:
+        rows, cols = torch.nonzero(image == 0, as_tuple=True)
+        assert len(rows) > 0
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert len(rows) == height * width  # one filled rectangle
+        assert 5 <= height <= 15 and 5 <= width <= 15  # 10%..30% of 48
+
+
+def test_rotation_and_scale_keep_shape_and_range() -> None:
+    out = BatchAugment(AugmentConfig(rotate=15, scale=0.2), 40)(BATCH)
+    assert out.shape == (16, 1, 40, 40) and out.dtype == torch.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_datamodule_augments_only_training_batches(fer_zip: Path, training: bool) -> None:
+    dm = FER2013DataModule(str(fer_zip), augment=True, augment_on="device", aug={"hflip": 1.0, "translate": 0.0}, batch_size=8)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(training=training)
+    images, labels = next(iter(dm.train_dataloader()))
+    out, same_labels = dm.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(same_labels, labels)
+    if training:
+        torch.testing.assert_close(out, scaled(images).flip(-1), atol=1e-5, rtol=0)
+    else:
+        assert out is images
