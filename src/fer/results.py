@@ -113,9 +113,9 @@ BENCH_COLUMNS = (
 
 
 def render_bench(paths: list[Path]) -> str:
-    """A markdown table of every ``bench.json`` under the given paths (``python -m fer.bench`` runs)."""
-    files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.rglob("bench.json")))]
-    rows = [json.loads(f.read_text()) for f in files]
+    """A markdown table of the ``fer.bench`` results (``bench.json`` or renamed copies) under the given paths."""
+    files = [f for path in paths for f in ([path] if path.is_file() else sorted(path.rglob("*.json")))]
+    rows = [row for row in map(json.loads, (f.read_text() for f in files)) if "limit_img_s" in row]
     lines = [
         "| " + " | ".join(BENCH_COLUMNS) + " | command |",
         "| " + " | ".join("---" for _ in range(len(BENCH_COLUMNS) + 1)) + " |",
