@@ -125,7 +125,7 @@ class FER2013DataModule(pl.LightningDataModule):
         for name, index in self.indices.items():
             if len(index) == 0:
                 raise ValueError(f"The {name} split of {self.root} (data.split={self.split}) is empty.")
-        if self.augment_on == "device":
+        if self.augment_on == "device" and (self.augment is not None or self.crop_size < self.image_size):
             train_tf = train_transform(None, self.image_size, self.image_size)
             self.batch_augment = BatchAugment(self.augment, self.crop_size)
         else:
