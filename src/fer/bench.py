@@ -101,6 +101,7 @@ def _sync(device: torch.device) -> None:
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
     """Run the three measurements side by side and return them (also written as bench.json)."""
+    metadata = run_metadata()
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
@@ -155,7 +156,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "ratio": round(pipeline / limit, 3),
         "predict_batch_img_s": round(batch_rate, 1),
         "predict_ms": round(single_ms, 2),
-        **run_metadata(),
+        **metadata,
     }
     print(
         f"\n{cfg.bench.label}: limit {limit:.0f} img/s | pipeline {pipeline:.0f} img/s (ratio {pipeline / limit:.2f}) | "

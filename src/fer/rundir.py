@@ -52,12 +52,12 @@ def run_metadata() -> dict[str, Any]:
     }
 
 
-def record_start(output_dir: str | os.PathLike, resumed_from: str | None) -> None:
+def record_start(output_dir: str | os.PathLike, resumed_from: str | None, metadata: dict[str, Any]) -> None:
     """Append this start (time, commit, packages, hardware, checkpoint resumed from) to ``run.json``
     at the start of the run, so that a run that crashes still says what it ran on."""
     path = Path(output_dir) / RUN_FILE
     starts = json.loads(path.read_text())["starts"] if path.is_file() else []
-    starts.append({"started": datetime.now().astimezone().isoformat(timespec="seconds"), "resumed_from": resumed_from, **run_metadata()})
+    starts.append({"started": datetime.now().astimezone().isoformat(timespec="seconds"), "resumed_from": resumed_from, **metadata})
     write_json(path, {"starts": starts})
 
 

@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Seed, build data, model and trainer, fit, test the best checkpoint, write the metrics."""
     started = time.time()
+    metadata = run_metadata()  # at the start: the commit the code runs from, not the one at the end
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = checkpoint_to_resume(output_dir, cfg.get("resume", False), cfg.get("ckpt_path"))
     if rank_zero_only.rank == 0:
         save_config(cfg, output_dir)
-        record_start(output_dir, resumed_from=ckpt_path)
+        record_start(output_dir, resumed_from=ckpt_path, metadata=metadata)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
@@ -65,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
         metrics["test"] = module.results["test"]
     metrics["wall_seconds"] = round(time.time() - started, 1)
-    metrics.update(run_metadata())
+    metrics.update(metadata)
     if trainer.is_global_zero:
         write_json(output_dir / METRICS_FILE, metrics)
         log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
