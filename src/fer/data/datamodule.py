@@ -174,10 +174,12 @@ class FER2013DataModule(pl.LightningDataModule):
         """An unshuffled, unaugmented loader over any split (``train``, ``val`` or ``test``)."""
         if split not in self.indices:
             raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
-        index = self.indices[split]
-        dataset = FaceDataset(
-            self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.image_size), self.channels
-        )
+        dataset = self.datasets[split]
+        if split == "train":  # the only split whose dataset augments
+            index = self.indices[split]
+            dataset = FaceDataset(
+                self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.image_size), self.channels
+            )
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
