@@ -16,6 +16,7 @@ from fer.classes import CLASSES
 from fer.evaluate import evaluate
 from fer.factory import build_datamodule
 from fer.module import FERClassifier
+from fer.results import Run, main as results_main
 from fer.train import train
 
 
@@ -81,7 +82,8 @@ def test_kaggle_protocol_run(make_cfg) -> None:
 
 
 def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) -> None:
-    """`python -m fer.train -m` runs each job to the end in its own numbered folder."""
+    """`python -m fer.train -m` runs each job to the end in its own numbered folder, and
+    `python -m fer.results SWEEP` tabulates the jobs from their metrics files."""
     sweep = tmp_path / "sweep"
     command = [
         sys.executable, "-m", "fer.train", "-m", "model=vgg1,vgg2",
@@ -96,6 +98,24 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
         run = sweep / str(job)
         assert json.loads((run / "metrics.json").read_text())["test"]["acc"] >= 0.0
         assert OmegaConf.load(run / "config.yaml").model.blocks == blocks
+
+    report = tmp_path / "RESULTS.md"
+    results_main([str(sweep), "-o", str(report)])
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in report.read_text().splitlines() if line.startswith("| model=")]
+    assert sorted(row[0] for row in rows) == ["model=vgg1", "model=vgg2"]
+    for row in rows:
+        saved = json.loads((Path(row[-1].strip("`")) / "metrics.json").read_text())
+        assert row[3:6] == ["official", f"PrivateTest ({2 * len(CLASSES)})", "1"]
+        assert row[7] == f"{100 * saved['test']['acc']:.2f}%" and row[13] == saved["commit"]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "epochs", "planned", "text"),
+    [("improved/vgg3", 25, 25, "25"), ("sota_vgg", 17, 150, "17 of 150"), ("seed/vgg1_baseline", 2, 2, "2 of the seed's 50")],
+)
+def test_results_say_when_a_run_stopped_short(experiment: str, epochs: int, planned: int, text: str) -> None:
+    run = Run(Path("run"), {"epochs": epochs}, experiment, [], planned)
+    assert run.epochs_text() == text
 
 
 @pytest.mark.parametrize(("split", "size"), [("test", 14), ("val", 14), ("train", 42)])

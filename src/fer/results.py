@@ -30,7 +30,7 @@ COMPARE_WITH = {
     "improved/vgg3": "seed/vgg3_aug_dropout_bn",
     "improved/vgg16": "seed/vgg16_transfer",
 }
-TEST_SET = {"official": "PrivateTest (3,589)", "kaggle": "Kaggle test/ (7,178)"}
+TEST_SET = {"official": "PrivateTest", "kaggle": "Kaggle test/"}
 SEED_EPOCHS = 50
 
 
@@ -40,19 +40,38 @@ class Run:
     metrics: dict[str, Any]
     experiment: str
     overrides: list[str]
+    planned_epochs: int | None = None
 
     @classmethod
     def load(cls, metrics_file: Path) -> Run:
         run_dir = metrics_file.parent
         metrics = json.loads(metrics_file.read_text())
-        experiment, overrides = "-", []
+        experiment, overrides, planned = "-", [], None
+        config_file = run_dir / "config.yaml"
+        if config_file.is_file():
+            planned = (yaml.safe_load(config_file.read_text()).get("trainer") or {}).get("max_epochs")
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
         if hydra_file.is_file():
             hydra_cfg = yaml.safe_load(hydra_file.read_text())["hydra"]
             choices = hydra_cfg["runtime"]["choices"]
             experiment = choices.get("experiment") or f"model={choices.get('model')}"
             overrides = [o for o in hydra_cfg["overrides"]["task"] if not o.startswith("experiment=")]
-        return cls(run_dir, metrics, experiment, overrides)
+        return cls(run_dir, metrics, experiment, overrides, planned)
+
+    def test_set_text(self) -> str:
+        """The test split's name and how many faces were scored (from the confusion matrix)."""
+        faces = sum(map(sum, self.metrics["test"]["confusion"]))
+        return f"{TEST_SET.get(self.metrics['protocol'], '?')} ({faces:,})"
+
+    def epochs_text(self) -> str:
+        """Epochs run, and of how many when the run stopped short of its schedule (a time limit, or
+        a seed row run for fewer than the seed's 50)."""
+        epochs = self.metrics["epochs"]
+        if self.experiment in SEED_TABLE:
+            return f"{epochs} of the seed's {SEED_EPOCHS}"
+        if self.planned_epochs and epochs < self.planned_epochs:
+            return f"{epochs} of {self.planned_epochs}"
+        return str(epochs)
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -86,11 +105,10 @@ def render(runs: list[Run], notes: str = "") -> str:
         m = run.metrics
         seed = SEED_TABLE.get(COMPARE_WITH.get(run.experiment, run.experiment))
         seed_text = f"{seed[1]:.2f}% ({seed[0]})" if seed else "–"
-        epochs = f"{m['epochs']} of the seed's {SEED_EPOCHS}" if run.experiment in SEED_TABLE else str(m["epochs"])
         overrides = " ".join(f"`{o}`" for o in run.overrides) or "–"
         lines.append(
-            f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {TEST_SET.get(m['protocol'], '?')} "
-            f"| {epochs} | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
+            f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {run.test_set_text()} "
+            f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
             f"| {m['test']['loss']:.3f} | {_pct(m['test']['f1_macro'])} | {seed_text} "
             f"| {m['wall_seconds'] / 60:.1f} min | {m['hardware']} | {m['commit']} | `{run.path}` |"
         )
