@@ -111,7 +111,7 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
 
 @pytest.mark.parametrize(
     ("experiment", "epochs", "planned", "text"),
-    [("improved/vgg3", 25, 25, "25"), ("sota_vgg", 17, 150, "17 of 150"), ("seed/vgg1_baseline", 2, 2, "2 of the seed's 50")],
+    [("improved/vgg3", 25, 25, "25"), ("sota_vgg", 17, 150, "17 of 150"), ("seed/vgg1_baseline", 2, 2, "2 of the seed's 50"), ("seed/vgg3_adam", 2, 2, "2 of the seed's 50")],
 )
 def test_results_say_when_a_run_stopped_short(experiment: str, epochs: int, planned: int, text: str) -> None:
     run = Run(Path("run"), {"epochs": epochs}, experiment, [], planned)

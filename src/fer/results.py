@@ -32,6 +32,8 @@ COMPARE_WITH = {
 }
 TEST_SET = {"official": "PrivateTest", "kaggle": "Kaggle test/"}
 SEED_EPOCHS = 50
+# Experiments with the seed's training settings (its table's rows and its optimiser comparison).
+SEED_PREFIX = "seed/"
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Run:
         """Epochs run, and of how many when the run stopped short of its schedule (a time limit, or
         a seed row run for fewer than the seed's 50)."""
         epochs = self.metrics["epochs"]
-        if self.experiment in SEED_TABLE:
+        if self.experiment.startswith(SEED_PREFIX):
             return f"{epochs} of the seed's {SEED_EPOCHS}"
         if self.planned_epochs and epochs < self.planned_epochs:
             return f"{epochs} of {self.planned_epochs}"
@@ -113,12 +115,14 @@ def render(runs: list[Run], notes: str = "") -> str:
             f"| {m['wall_seconds'] / 60:.1f} min | {m['hardware']} | {m['commit']} | `{run.path}` |"
         )
     full = {r.experiment for r in runs if r.metrics["epochs"] >= SEED_EPOCHS}
-    pending = [name for name in SEED_TABLE if name not in full]
+    seed_runs = sorted({r.experiment for r in runs if r.experiment.startswith(SEED_PREFIX)} - set(SEED_TABLE))
+    pending = [name for name in [*SEED_TABLE, *seed_runs] if name not in full]
     if pending:
-        lines += ["", "## Pending: seed rows not yet run at full length", ""]
+        lines += ["", "## Pending: seed-setting runs not yet run at full length", ""]
         for name in pending:
-            label, accuracy, _ = SEED_TABLE[name]
-            lines.append(f"- `experiment={name}` ({label}; seed {accuracy:.2f}%): {SEED_EPOCHS} epochs at batch 16.")
+            label, accuracy, _ = SEED_TABLE.get(name, (None, None, None))
+            about = f" ({label}; seed {accuracy:.2f}%)" if label else ""
+            lines.append(f"- `experiment={name}`{about}: {SEED_EPOCHS} epochs at batch 16.")
     if notes:
         lines += ["", notes.rstrip()]
     return "\n".join(lines) + "\n"
