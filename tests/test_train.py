@@ -36,6 +36,16 @@ def test_train_writes_metrics_and_checkpoints(make_cfg) -> None:
     assert (run / "config.yaml").read_text().count("${") == 0  # resolved copy
 
 
+def test_validating_every_second_epoch_still_selects_and_tests_a_checkpoint(make_cfg) -> None:
+    """experiment=speedrun_cpu validates every second epoch: the checkpoint is chosen among the
+    validated epochs, and the run is tested from it."""
+    cfg = make_cfg("model=vgg1", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2")
+    metrics = train(cfg)
+    assert metrics["epochs"] == 2
+    assert Path(metrics["best_checkpoint"]).name == "epoch001.ckpt"
+    assert 0.0 <= metrics["test"]["acc"] <= 1.0
+
+
 def test_checkpoint_reloads_in_fresh_process_without_hydra(tiny_checkpoint: Path) -> None:
     code = (
         "import sys, torch\n"
