@@ -111,7 +111,8 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
 
     report = tmp_path / "RESULTS.md"
     results_main([str(sweep), "-o", str(report)])
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in report.read_text().splitlines() if line.startswith("| model=")]
+    lines = [line for line in report.read_text().splitlines() if line.startswith("| model=")]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
     assert sorted(row[0] for row in rows) == ["model=vgg1", "model=vgg2"]
     for row in rows:
         saved = json.loads((Path(row[-1].strip("`")) / "metrics.json").read_text())
@@ -121,7 +122,12 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
 
 @pytest.mark.parametrize(
     ("experiment", "epochs", "planned", "text"),
-    [("improved/vgg3", 25, 25, "25"), ("sota_vgg", 17, 150, "17 of 150"), ("seed/vgg1_baseline", 2, 2, "2 of the seed's 50"), ("seed/vgg3_adam", 2, 2, "2 of the seed's 50")],
+    [
+        ("improved/vgg3", 25, 25, "25"),
+        ("sota_vgg", 17, 150, "17 of 150"),
+        ("seed/vgg1_baseline", 2, 2, "2 of the seed's 50"),
+        ("seed/vgg3_adam", 2, 2, "2 of the seed's 50"),
+    ],
 )
 def test_results_say_when_a_run_stopped_short(experiment: str, epochs: int, planned: int, text: str) -> None:
     run = Run(Path("run"), {"epochs": epochs}, experiment, [], planned)
