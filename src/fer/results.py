@@ -29,6 +29,7 @@ COMPARE_WITH = {
     "improved/vgg2": "seed/vgg2_baseline",
     "improved/vgg3": "seed/vgg3_aug_dropout_bn",
     "improved/vgg16": "seed/vgg16_transfer",
+    "seed/vgg3_aug_dropout_bn_momentum": "seed/vgg3_aug_dropout_bn",
 }
 TEST_SET = {"official": "PrivateTest", "kaggle": "Kaggle test/"}
 SEED_EPOCHS = 50
