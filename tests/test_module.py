@@ -15,6 +15,7 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 from fer.factory import balanced_class_weights
+from fer.mixing import mix_batch
 from fer.models.vgg16 import VGG16Transfer
 from fer.module import FERClassifier
 
@@ -188,6 +189,29 @@ def test_channels_are_adapted_to_the_network() -> None:
     gray = torch.rand(2, 1, 48, 48)
     assert torch.equal(rgb_net.prepare(gray), gray.expand(-1, 3, -1, -1))
     assert rgb_net(faces(2)[:][0]).shape == (2, 7)
+
+
+@pytest.mark.parametrize("alphas", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}])
+def test_mixed_training_step_trains_on_the_mixed_batch_and_soft_targets(alphas: dict[str, float]) -> None:
+    module = classifier(label_smoothing=0.1, channels_last=True, **alphas)
+    x, y = faces(8)[:]
+    torch.manual_seed(3)
+    loss = module.training_step((x, y), 0)
+    torch.manual_seed(3)
+    inputs, targets = mix_batch(module.prepare(x), y, 7, **alphas)
+    assert not torch.equal(inputs, module.prepare(x)) and (targets.max(dim=1).values < 1).any()
+    expected = F.cross_entropy(module.net(inputs), targets, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_mixing_fits_and_a_negative_alpha_is_refused(tmp_path: Path) -> None:
+    module = attach(classifier(mixup_alpha=0.2, cutmix_alpha=1.0))
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, DataLoader(faces(16), batch_size=8))
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert 0.0 <= trainer.callback_metrics["train/acc"].item() <= 1.0
+    with pytest.raises(ValueError, match="module.cutmix_alpha=-1.0 must be >= 0"):
+        classifier(cutmix_alpha=-1.0)
 
 
 def test_non_finite_loss_stops_training() -> None:

@@ -149,3 +149,26 @@ def test_evaluate_scores_the_checkpoint_on_the_split(make_cfg, tiny_checkpoint: 
     with torch.no_grad():
         hits = [(model(x).argmax(1) == y).float() for x, y in datamodule.eval_dataloader(split)]
     assert saved[split]["acc"] == pytest.approx(torch.cat(hits).mean().item())
+
+
+def test_ema_checkpoints_hold_the_averaged_weights_and_resume(make_cfg) -> None:
+    """callbacks=ema: the checkpoint's state_dict (what load_from_checkpoint, validation and the
+    test use) is the moving average, the raw weights are kept beside it, and resume=true continues
+    the average instead of restarting it."""
+    cfg = make_cfg("model=vgg1", "callbacks=ema", "scheduler=none")
+    first = train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    steps = saved["global_step"]
+    assert saved["averaging_state"]["n_averaged"].item() == steps > 1
+    key = "net.classifier.1.weight"
+    assert not torch.equal(saved["state_dict"][key], saved["current_model_state"][key])
+    reloaded = FERClassifier.load_from_checkpoint(last, map_location="cpu")
+    assert torch.equal(reloaded.state_dict()[key], saved["state_dict"][key])
+    assert 0.0 <= first["test"]["acc"] <= 1.0
+
+    cfg.trainer.max_epochs, cfg.resume = 2, True
+    train(cfg)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 2 * steps
+    assert resumed["averaging_state"]["n_averaged"].item() == 2 * steps

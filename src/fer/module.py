@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 )
 
 from fer.classes import CLASSES, NUM_CLASSES
+from fer.mixing import mix_batch
 from fer.models import build_model
 
 TTA_MODES = ("none", "flip", "tencrop")
@@ -70,6 +71,8 @@ class FERClassifier(pl.LightningModule):
             per-epoch validation fast while the final test uses ten crops.
         pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
             already holds the trained weights).
+        mixup_alpha: MixUp's Beta(alpha, alpha) for training batches; 0 is off (:mod:`fer.mixing`).
+        cutmix_alpha: the same for CutMix; with both on, each batch takes one of the two.
     """
 
     def __init__(
@@ -84,8 +87,13 @@ class FERClassifier(pl.LightningModule):
         tta: str = "none",
         val_tta: str | None = None,
         pretrained_init: bool = True,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__()
+        for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if alpha < 0:
+                raise ValueError(f"module.{name}={alpha} must be >= 0 (0 switches it off; 0.2-1.0 are usual).")
         for name, mode in (("tta", tta), ("val_tta", val_tta or tta)):
             if mode not in TTA_MODES:
                 raise ValueError(f"module.{name}={mode!r} must be one of {', '.join(TTA_MODES)}.")
@@ -165,6 +173,8 @@ class FERClassifier(pl.LightningModule):
         return predict(self, images, batch_size=batch_size)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy against class indices [B] or, for mixed batches, class probabilities
+        [B, classes] (then class weights scale each image's terms, averaged over the batch)."""
         return F.cross_entropy(
             logits.float(), targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
         )
@@ -176,15 +186,21 @@ class FERClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
+        inputs, targets = self.prepare(x), y
+        if self.hparams.mixup_alpha or self.hparams.cutmix_alpha:
+            inputs, targets = mix_batch(inputs, y, NUM_CLASSES, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
+            if self.hparams.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = self.net(inputs)
+        loss = self.loss(logits, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}: "
                 "lower the learning rate or check the data. The last checkpoint is kept."
             )
         self.train_loss(loss.detach())
-        self.train_acc(logits.detach(), y)
+        # against the dominant label of each mixed image
+        self.train_acc(logits.detach(), targets.argmax(dim=1) if targets.ndim == 2 else y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
