@@ -1,4 +1,5 @@
-"""Callbacks that make a resumed run continue exactly, and keep diverged weights off disk.
+"""Callbacks that make a resumed run continue exactly, keep diverged weights off disk, and average
+the weights (:class:`EMAWeights`, ``callbacks=ema``) during fit only.
 
 Lightning restores weights, optimizer, scheduler, loop counters and callback state, but not the
 random number generators nor the CSV log: :class:`ResumeState` saves the Python, numpy and torch
@@ -21,6 +22,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import OneCycleLR
 
@@ -117,3 +119,28 @@ class FiniteWeights(Callback):
                 "was written and the last good one is kept. Lower module.optimizer.lr, set "
                 "trainer.gradient_clip_val, or check the data."
             )
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, confined to ``fit``.
+
+    Lightning's callback keeps its average after ``fit`` and still acts in ``validate`` and
+    ``test``: it swaps that average in at every validation start, and when a checkpoint is loaded
+    it replaces the checkpoint's weights (the average) by the raw ones saved beside them. So
+    ``trainer.test(ckpt_path=best)`` after ``fit`` scored the raw weights and ``validate`` the
+    last epoch's average, not the best checkpoint's. Outside ``fit`` this subclass does nothing,
+    and every evaluation scores the averaged weights a checkpoint holds, as ``fer.evaluate`` and
+    ``load_from_checkpoint`` do.
+    """
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
