@@ -66,3 +66,11 @@ def test_negative_alpha_is_refused() -> None:
     images, labels = labelled_batch()
     with pytest.raises(ValueError, match="must be >= 0"):
         mix_batch(images, labels, CLASSES, mixup_alpha=-0.2)
+
+
+@pytest.mark.parametrize("alphas", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}])
+def test_channels_last_batches_stay_channels_last(alphas: dict[str, float]) -> None:
+    """FERClassifier feeds the mixed batch straight to the network, prepared channels-last."""
+    images, labels = labelled_batch()
+    mixed, _ = mix_batch(images.contiguous(memory_format=torch.channels_last), labels, CLASSES, **alphas)
+    assert mixed.is_contiguous(memory_format=torch.channels_last)

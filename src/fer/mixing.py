@@ -22,7 +22,7 @@ def mix_batch(
     ``lam * a + (1 - lam) * b``; CutMix pastes a box of ``b`` covering ``1 - lam`` of ``a`` (the
     box is clipped at the border and ``lam`` recomputed from its real area). With both alphas
     above zero each batch takes one of the two, evenly; with both zero the batch is returned as is,
-    its targets one-hot.
+    its targets one-hot. The images keep their memory format (channels-last stays channels-last).
     """
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"mixup_alpha={mixup_alpha} and cutmix_alpha={cutmix_alpha} must be >= 0.")

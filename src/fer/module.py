@@ -189,8 +189,6 @@ class FERClassifier(pl.LightningModule):
         inputs, targets = self.prepare(x), y
         if self.hparams.mixup_alpha or self.hparams.cutmix_alpha:
             inputs, targets = mix_batch(inputs, y, NUM_CLASSES, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
-            if self.hparams.channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
         logits = self.net(inputs)
         loss = self.loss(logits, targets)
         if not torch.isfinite(loss):
