@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from fer.factory import balanced_class_weights
@@ -249,3 +250,49 @@ def test_vgg16_checkpoint_reloads_without_pretrained_weights(tmp_path: Path, mon
     assert torch.equal(reloaded.net.features[28].weight, trained)
     assert reloaded.input_spec == {"image_size": 48, "crop_size": 48, "channels": 1}
     assert "pretrained_init" not in reloaded.hparams
+
+
+def test_compile_sends_the_trainer_runs_through_torch_compile_and_keeps_checkpoints_plain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compile=True``: the network is compiled in place once, before fit, and training,
+    validation and test run compiled graphs; the checkpoint keeps the plain network's keys and
+    reloads uncompiled, with the trained weights."""
+    compiled: list[torch.nn.Module] = []
+    graph_calls: list[bool] = []
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
+        def run(*args: Any) -> Any:
+            graph_calls.append(torch.is_grad_enabled())
+            return graph.forward(*args)
+
+        return run
+
+    plain_compile = torch.nn.Module.compile
+
+    def compile_counting(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        # the graph capture is what is under test; inductor's C++ build would take a minute here
+        compiled.append(self)
+        plain_compile(self, *args, backend=counting_backend, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_counting)
+    torch._dynamo.reset()
+    module = classifier(compile=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, DataLoader(faces(16), batch_size=8), DataLoader(faces(8), batch_size=8))
+    assert compiled == [module.net]
+    assert graph_calls.count(True) == 2, "the two training steps"
+    assert graph_calls.count(False) == 2, "the sanity check and the validation epoch"
+    trainer.test(module, DataLoader(faces(8), batch_size=8), verbose=False)
+    assert compiled == [module.net], "compiled again for test"
+    assert graph_calls.count(False) == 3 and "test/acc" in trainer.callback_metrics
+
+    checkpoint = tmp_path / "compiled.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert set(state) == {f"net.{key}" for key in module.net.state_dict()}
+    reloaded = FERClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    assert not reloaded.hparams.compile and not reloaded.net_compiled and compiled == [module.net]
+    x = faces(4)[:][0]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), module.eval()(x))

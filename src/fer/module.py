@@ -73,6 +73,9 @@ class FERClassifier(pl.LightningModule):
             already holds the trained weights).
         mixup_alpha: MixUp's Beta(alpha, alpha) for training batches; 0 is off (:mod:`fer.mixing`).
         cutmix_alpha: the same for CutMix; with both on, each batch takes one of the two.
+        compile: ``torch.compile`` the network for the Trainer's runs (fit, validate, test), in
+            place, so checkpoints keep the plain network's keys; they reload uncompiled. Pays on GPUs;
+            on a 2-core CPU it made the training step slower (``conf/experiment/speedrun_cpu.yaml``).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class FERClassifier(pl.LightningModule):
         pretrained_init: bool = True,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
@@ -118,12 +122,21 @@ class FERClassifier(pl.LightningModule):
         self.test_metrics = eval_metrics()
         self.val_acc_best = MaxMetric()
         self.results: dict[str, dict[str, Any]] = {}
+        self.net_compiled = False
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> FERClassifier:
-        """Rebuild from a checkpoint alone; the pretrained weights are not fetched again."""
+        """Rebuild from a checkpoint alone; the pretrained weights are not fetched again, and the
+        network is not compiled (a first call would wait for the compiler): ``compile=True`` to have it."""
         kwargs.setdefault("pretrained_init", False)
+        kwargs.setdefault("compile", False)
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+    def configure_model(self) -> None:
+        """The Trainer calls this before each run; compiling once is enough."""
+        if self.hparams.compile and not self.net_compiled:
+            self.net.compile()
+            self.net_compiled = True
 
     def prepare(self, x: Tensor) -> Tensor:
         """uint8 (or float in [0, 1]) images [B, C, H, W] -> the float input the network expects,
