@@ -1,4 +1,5 @@
-"""Collect run directories into a markdown results table, with the seed's numbers beside ours.
+"""Collect run directories into a markdown results table, with the seed's numbers beside ours,
+and the mean ± std of every recipe run with several seeds.
 
 ``python -m fer.results RUN_OR_SWEEP_DIR... [-o experiments/RESULTS.md]`` finds every
 ``metrics.json`` under the given paths (a run directory, a multirun directory, a folder of runs).
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ TEST_SET = {"official": "PrivateTest", "kaggle": "Kaggle test/"}
 SEED_EPOCHS = 50
 # Experiments with the seed's training settings (its table's rows and its optimiser comparison).
 SEED_PREFIX = "seed/"
+# Config entries that say where or how a run ran, not what it trained: runs that differ only in
+# these (and in the seed) are repeats of one recipe.
+RUN_SPECIFIC = ("seed", "resume", "run_name", "ckpt_path", "paths.", "callbacks.progress_bar.")
 
 
 @dataclass
@@ -44,22 +49,41 @@ class Run:
     experiment: str
     overrides: list[str]
     planned_epochs: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, metrics_file: Path) -> Run:
         run_dir = metrics_file.parent
         metrics = json.loads(metrics_file.read_text())
-        experiment, overrides, planned = "-", [], None
+        experiment, overrides, config = "-", [], {}
         config_file = run_dir / "config.yaml"
         if config_file.is_file():
-            planned = (yaml.safe_load(config_file.read_text()).get("trainer") or {}).get("max_epochs")
+            config = yaml.safe_load(config_file.read_text()) or {}
+        planned = (config.get("trainer") or {}).get("max_epochs")
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
         if hydra_file.is_file():
             hydra_cfg = yaml.safe_load(hydra_file.read_text())["hydra"]
             choices = hydra_cfg["runtime"]["choices"]
             experiment = choices.get("experiment") or f"model={choices.get('model')}"
             overrides = [o for o in hydra_cfg["overrides"]["task"] if not o.startswith("experiment=")]
-        return cls(run_dir, metrics, experiment, overrides, planned)
+        return cls(run_dir, metrics, experiment, overrides, planned, config)
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    def recipe(self) -> dict[str, Any]:
+        """The resolved config as flat ``a.b.c: value`` entries, less :data:`RUN_SPECIFIC` ones,
+        with the run's own directory replaced by ``<run>`` wherever a value names it."""
+        output_dir = (self.config.get("paths") or {}).get("output_dir")
+        entries = {}
+        for key, value in _flatten(self.config).items():
+            if _run_specific(key):
+                continue
+            if output_dir and isinstance(value, str):
+                value = value.replace(output_dir, "<run>")
+            entries[key] = value
+        return entries
 
     def test_set_text(self) -> str:
         """The test split's name and how many faces were scored (from the confusion matrix)."""
@@ -75,6 +99,88 @@ class Run:
         if self.planned_epochs and epochs < self.planned_epochs:
             return f"{epochs} of {self.planned_epochs}"
         return str(epochs)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _run_specific(key: str) -> bool:
+    return any(key == name or (name.endswith(".") and key.startswith(name)) for name in RUN_SPECIFIC)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def same_recipe(a: Run, b: Run) -> bool:
+    """One experiment, and configs equal on every entry both have. An entry only one has (a
+    setting added to the code later) is left out of the comparison unless that run set it by an
+    override, so repeats made before a new setting existed still pair with those made after."""
+    if a.experiment != b.experiment:
+        return False
+    recipe_a, recipe_b = a.recipe(), b.recipe()
+    shared = recipe_a.keys() & recipe_b.keys()
+    if not shared or any(recipe_a[key] != recipe_b[key] for key in shared):
+        return False
+    for run, recipe in ((a, recipe_a), (b, recipe_b)):
+        overridden = {_override_key(o) for o in run.overrides}
+        if any(key in overridden for key in recipe.keys() - shared):
+            return False
+    return True
+
+
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """Runs of one recipe with different seeds, two or more to a group."""
+    groups: list[list[Run]] = []
+    for run in sorted((r for r in runs if r.config), key=lambda r: (r.experiment, str(r.path))):
+        for group in groups:
+            if run.seed not in {r.seed for r in group} and same_recipe(group[0], run):
+                group.append(run)
+                break
+        else:
+            groups.append([run])
+    return [group for group in groups if len(group) > 1]
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{100 * statistics.mean(values):.2f}% ± {100 * statistics.stdev(values):.2f}"
+
+
+def render_repeats(runs: list[Run]) -> list[str]:
+    """The markdown section of :func:`seed_groups`: mean ± sample std of test and val accuracy."""
+    groups = seed_groups(runs)
+    if not groups:
+        return []
+    lines = [
+        "",
+        "## Repeats: one recipe, several seeds",
+        "",
+        "Runs of one experiment whose resolved configs agree on every setting they both have, apart "
+        "from the seed and the run's own paths; mean ± sample standard deviation.",
+        "",
+        "| experiment | overrides all share | epochs | test set | seeds | test acc | val acc | runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for group in groups:
+        first = group[0]
+        shared = [o for o in first.overrides if all(o in r.overrides for r in group) and not _run_specific(_override_key(o))]
+        overrides = " ".join(f"`{o}`" for o in shared) or "–"
+        seeds = ", ".join(str(r.seed) for r in group)
+        tests = [r.metrics["test"]["acc"] for r in group]
+        vals = [r.metrics["val"]["acc"] for r in group]
+        paths = ", ".join(f"`{r.path}`" for r in group)
+        lines.append(
+            f"| {first.experiment} | {overrides} | {first.epochs_text()} | {first.test_set_text()} | {seeds} "
+            f"| {_mean_std(tests)} | {_mean_std(vals)} | {paths} |"
+        )
+    return lines
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -124,6 +230,7 @@ def render(runs: list[Run], notes: str = "") -> str:
             label, accuracy, _ = SEED_TABLE.get(name, (None, None, None))
             about = f" ({label}; seed {accuracy:.2f}%)" if label else ""
             lines.append(f"- `experiment={name}`{about}: {SEED_EPOCHS} epochs at batch 16.")
+    lines += render_repeats(runs)
     if notes:
         lines += ["", notes.rstrip()]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""fer.results: repeats of one recipe over seeds are found in the run directories and summarised
+as mean ± sample std, and nothing else is pooled with them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer.results import find_runs, render, seed_groups
+
+RECIPE = {
+    "data": {"batch_size": 64, "root": "./data"},
+    "module": {"optimizer": {"lr": 0.02}, "label_smoothing": 0.1},
+    "trainer": {"max_epochs": 25},
+    "callbacks": {"progress_bar": {"refresh_rate": 200}},
+}
+
+
+def write_run(
+    root: Path,
+    name: str,
+    seed: int,
+    test_acc: float,
+    *,
+    experiment: str = "improved/vgg3",
+    overrides: tuple[str, ...] = (),
+    module: dict[str, Any] | None = None,
+) -> Path:
+    """A run directory as fer.train leaves it: metrics.json, the resolved config, Hydra's record."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = json.loads(json.dumps(RECIPE))
+    config["module"].update(module or {})
+    config["seed"] = seed
+    config["paths"] = {"output_dir": str(run)}
+    config["callbacks"]["model_checkpoint"] = {"dirpath": f"{run}/checkpoints"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    task = [f"experiment={experiment}", f"seed={seed}", "callbacks.progress_bar.refresh_rate=200", *overrides]
+    hydra = {"hydra": {"runtime": {"choices": {"experiment": experiment}}, "overrides": {"task": task}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    confusion = [[1 if i == j else 0 for j in range(7)] for i in range(7)]
+    scores = {"loss": 1.0, "f1_macro": 0.5, "confusion": confusion}
+    metrics = {
+        "task": "train", "model": "seed_vgg", "protocol": "official", "epochs": 25,
+        "val": {**scores, "acc": test_acc - 0.01}, "test": {**scores, "acc": test_acc},
+        "wall_seconds": 60.0, "hardware": "CPU", "commit": "abc1234",
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_seeds_of_one_recipe_are_pooled_and_nothing_else(tmp_path: Path) -> None:
+    for name, seed, acc in (("a", 42, 0.60), ("b", 1, 0.62), ("c", 2, 0.64)):
+        write_run(tmp_path, name, seed, acc)
+    write_run(tmp_path, "rerun_of_a", 42, 0.61)  # the same seed again: not a repeat over seeds
+    write_run(tmp_path, "lr", 3, 0.50, overrides=("module.optimizer.lr=0.05",), module={"optimizer": {"lr": 0.05}})
+    write_run(tmp_path, "other_experiment", 5, 0.40, experiment="speedrun_cpu")
+
+    groups = seed_groups(find_runs([tmp_path]))
+    assert [[run.path.name for run in group] for group in groups] == [["a", "b", "c"]]
+
+    report = render(find_runs([tmp_path]))
+    rows = [line for line in report.split("## Repeats")[1].splitlines() if line.startswith("| improved/vgg3")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    assert cells[4] == "42, 1, 2"
+    assert cells[5] == f"{100 * statistics.mean([0.60, 0.62, 0.64]):.2f}% ± 2.00" == "62.00% ± 2.00"
+    assert cells[6] == "61.00% ± 2.00"
+
+
+def test_a_setting_added_later_splits_repeats_only_when_a_run_changed_it(tmp_path: Path) -> None:
+    """An old run has no ``mixup_alpha`` entry: a new run at the default still repeats it, a new
+    run that set it by an override does not."""
+    write_run(tmp_path, "old", 42, 0.60)
+    write_run(tmp_path, "new_mixup", 2, 0.58, overrides=("module.mixup_alpha=0.2",), module={"mixup_alpha": 0.2})
+    assert seed_groups(find_runs([tmp_path])) == []
+
+    write_run(tmp_path, "new_default", 1, 0.62, module={"mixup_alpha": 0.0})
+    groups = seed_groups(find_runs([tmp_path]))
+    assert [[run.path.name for run in group] for group in groups] == [["new_default", "old"]]
+
+
+def test_no_repeats_no_section(tmp_path: Path) -> None:
+    write_run(tmp_path, "only", 42, 0.60)
+    assert seed_groups(find_runs([tmp_path])) == []
+    assert "## Repeats" not in render(find_runs([tmp_path]))
