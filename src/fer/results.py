@@ -11,10 +11,13 @@ import argparse
 import json
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fer.resume import override_key
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).
 SEED_TABLE: dict[str, tuple[str, float, float | None]] = {
@@ -72,6 +75,7 @@ class Run:
     def seed(self) -> Any:
         return self.config.get("seed")
 
+    @cached_property
     def recipe(self) -> dict[str, Any]:
         """The resolved config as flat ``a.b.c: value`` entries, less :data:`RUN_SPECIFIC` ones,
         with the run's own directory replaced by ``<run>`` wherever a value names it."""
@@ -115,22 +119,18 @@ def _run_specific(key: str) -> bool:
     return any(key == name or (name.endswith(".") and key.startswith(name)) for name in RUN_SPECIFIC)
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def same_recipe(a: Run, b: Run) -> bool:
     """One experiment, and configs equal on every entry both have. An entry only one has (a
     setting added to the code later) is left out of the comparison unless that run set it by an
     override, so repeats made before a new setting existed still pair with those made after."""
     if a.experiment != b.experiment:
         return False
-    recipe_a, recipe_b = a.recipe(), b.recipe()
+    recipe_a, recipe_b = a.recipe, b.recipe
     shared = recipe_a.keys() & recipe_b.keys()
     if not shared or any(recipe_a[key] != recipe_b[key] for key in shared):
         return False
     for run, recipe in ((a, recipe_a), (b, recipe_b)):
-        overridden = {_override_key(o) for o in run.overrides}
+        overridden = {override_key(o) for o in run.overrides}
         if any(key in overridden for key in recipe.keys() - shared):
             return False
     return True
@@ -170,7 +170,7 @@ def render_repeats(runs: list[Run]) -> list[str]:
     ]
     for group in groups:
         first = group[0]
-        shared = [o for o in first.overrides if all(o in r.overrides for r in group) and not _run_specific(_override_key(o))]
+        shared = [o for o in first.overrides if all(o in r.overrides for r in group) and not _run_specific(override_key(o))]
         overrides = " ".join(f"`{o}`" for o in shared) or "–"
         seeds = ", ".join(str(r.seed) for r in group)
         tests = [r.metrics["test"]["acc"] for r in group]
