@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,39 @@ def test_augmented_batches_repeat_under_the_same_seed(fer_zip: Path, augment_on:
     first = first_batch(7)
     assert torch.equal(first, first_batch(7))
     assert not torch.equal(first, first_batch(8))
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_a_fetched_batch_holds_the_same_faces_as_single_items(fer_zip: Path, augment_on: str) -> None:
+    """Loaders fetch whole batches at once; the faces and labels are those of item-by-item access."""
+    dm = ready(fer_zip, channels=3, augment=True, augment_on=augment_on, aug={"hflip": 0.0, "translate": 0.0})
+    dataset = dm.datasets["train"]
+    images, labels = dataset.__getitems__([5, 0, 17])
+    assert images.shape == (3, 3, 48, 48) and images.is_contiguous()
+    for row, index in enumerate([5, 0, 17]):
+        image, label = dataset[index]
+        assert torch.equal(images[row], image) and labels[row] == label
+        np.testing.assert_array_equal(image[2].numpy(), dm.data.images[dm.indices["train"][index]])
+
+
+def test_on_device_indexes_the_images_where_the_trainer_runs(fer_zip: Path) -> None:
+    """``data.on_device`` moves each split once to the trainer's device and fetches batches there.
+    The meta device stands in for a GPU: a batch that comes out on it never passed through the CPU."""
+    dm = ready(fer_zip, on_device=True, augment=True, crop_size=40)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert loader.num_workers == 0 and not loader.pin_memory
+        images, labels = next(iter(loader))
+        assert images.device.type == "meta" and labels.device.type == "meta"
+        assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (1, 48, 48)
+    assert dm.datasets["test"].images.device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"num_workers": 2}, {"image_size": 64}, {"augment": True, "augment_on": "loader"}],
+    ids=["workers", "resize", "loader-augment"],
+)
+def test_on_device_refuses_per_image_work_in_the_loader(fer_zip: Path, kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="data.on_device=true .* needs data.num_workers=0"):
+        FER2013DataModule(str(fer_zip), on_device=True, **kwargs)

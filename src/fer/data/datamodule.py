@@ -24,10 +24,14 @@ AUGMENT_ON = ("loader", "device")
 
 
 class FaceDataset(Dataset):
-    """uint8 faces -> (uint8 tensor [C, H, W], label). Scaling to float happens in the model."""
+    """uint8 faces -> (uint8 tensor [C, H, W], label). Scaling to float happens in the model.
+
+    Loaders fetch whole batches (``__getitems__``, with :func:`face_loader`): without a per-image
+    transform a batch is one tensor index, on the CPU or, after :meth:`to`, on the GPU.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None, channels: int = 1) -> None:
-        self.images = images
+        self.images = torch.as_tensor(images, dtype=torch.uint8)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.transform = transform
         self.channels = channels
@@ -36,16 +40,47 @@ class FaceDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.transform is not None:
-            # albumentations draws from its own generators, which global seeds do not reach: seed
-            # them from torch's stream so augmented runs repeat, and resume, exactly
-            self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
-            image = self.transform(image=image)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: uint8 [B, C, H, W] and labels [B]."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.images.is_cuda:  # a pinned, asynchronous copy: a plain one would wait for the GPU
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
+        elif self.images.device != index.device:
+            index = index.to(self.images.device)
+        if self.transform is None:
+            images = self.images[index]
+        else:
+            images = torch.stack([self._transformed(i) for i in indices])
+        images = images.unsqueeze(1)
         if self.channels != 1:
-            tensor = tensor.expand(self.channels, -1, -1)
-        return tensor, self.labels[index]
+            images = images.expand(-1, self.channels, -1, -1).contiguous()
+        return images, self.labels[index]
+
+    def _transformed(self, index: int) -> torch.Tensor:
+        # albumentations draws from its own generators, which global seeds do not reach: seed
+        # them from torch's stream so augmented runs repeat, and resume, exactly
+        self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
+        image = self.transform(image=self.images[index].numpy())["image"]
+        return torch.from_numpy(np.ascontiguousarray(image))
+
+    def to(self, device: torch.device) -> FaceDataset:
+        """Keep the images on ``device`` (for ``data.on_device``); needs no per-image transform."""
+        if self.transform is not None:
+            raise ValueError("A dataset with a per-image transform must stay on the CPU.")
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
+
+def face_loader(dataset: FaceDataset, **kwargs: Any) -> DataLoader:
+    """A DataLoader that fetches whole batches from a :class:`FaceDataset` (no per-image collate)."""
+    return DataLoader(dataset, collate_fn=_as_batch, **kwargs)
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
 
 
 class FER2013DataModule(pl.LightningDataModule):
@@ -56,7 +91,8 @@ class FER2013DataModule(pl.LightningDataModule):
     the loader (``augment_on=loader``) or on whole batches on the accelerator (``augment_on=device``,
     :mod:`fer.data.batch_augment`); ``image_size`` resizes, ``crop_size`` (default: ``image_size``)
     crops randomly for training. Evaluation loaders yield the whole resized image: the model takes
-    the centre crop itself, or ten crops with ``tta=tencrop``.
+    the centre crop itself, or ten crops with ``tta=tencrop``. ``on_device`` keeps the images on the
+    accelerator the trainer runs on, so a GPU run needs no loader workers and no copies per batch.
     """
 
     def __init__(
@@ -78,6 +114,7 @@ class FER2013DataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -95,6 +132,12 @@ class FER2013DataModule(pl.LightningDataModule):
         self.dedup = dedup
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"data.augment_on={augment_on!r} must be one of {', '.join(AUGMENT_ON)}.")
+        if on_device and (num_workers or image_size != IMAGE_SIZE or (augment and augment_on == "loader")):
+            raise ValueError(
+                "data.on_device=true indexes the images where the model runs, in the training process: "
+                f"it needs data.num_workers=0 (got {num_workers}), data.image_size={IMAGE_SIZE} (got "
+                f"{image_size}) and, with data.augment, data.augment_on=device (got {augment_on})."
+            )
         self.augment = AugmentConfig(**(aug or {})) if augment else None
         self.augment_on = augment_on
         self.image_size = image_size
@@ -103,8 +146,10 @@ class FER2013DataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # pinning is for host-to-device copies, which on_device does away with
+        self.pin_memory = not on_device and (torch.cuda.is_available() if pin_memory is None else pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.on_device = on_device
         self.data: FERData | None = None
         self.indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FaceDataset] = {}
@@ -180,10 +225,12 @@ class FER2013DataModule(pl.LightningDataModule):
             dataset = FaceDataset(
                 self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.image_size), self.channels
             )
-        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return face_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
+        if self.on_device and self.trainer is not None:
+            self.datasets[split].to(self.trainer.strategy.root_device)
+        return face_loader(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,

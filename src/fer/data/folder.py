@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fer.classes import CLASSES, canonical_class
-from fer.data.datamodule import FaceDataset
+from fer.data.datamodule import FaceDataset, face_loader
 from fer.data.sources import IMAGE_SIZE, DatasetError, FERData
 from fer.data.transforms import eval_transform
 from fer.faces import FaceDetector
@@ -188,7 +188,7 @@ class FolderDataModule(pl.LightningDataModule):
         data = self.split_data(split)
         # the whole resized image, as FER2013DataModule: the model takes its own centre (or ten) crops
         dataset = FaceDataset(data.images, data.labels, eval_transform(self.image_size, self.image_size), self.channels)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return face_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def report(self, model: FERClassifier) -> dict[str, Any]:
         """What the metrics file adds for a folder: where labels came from, counts, and for each
