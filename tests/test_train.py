@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -44,6 +45,9 @@ def test_validating_every_second_epoch_still_selects_and_tests_a_checkpoint(make
     assert metrics["epochs"] == 2
     assert Path(metrics["best_checkpoint"]).name == "epoch001.ckpt"
     assert 0.0 <= metrics["test"]["acc"] <= 1.0
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv", newline="") as handle:
+        times = [float(row["time/epoch_s"]) for row in csv.DictReader(handle) if row["time/epoch_s"]]
+    assert len(times) == 2 and all(0 < t < metrics["fit_seconds"] for t in times)  # EpochTimer
 
 
 def test_checkpoint_reloads_in_fresh_process_without_hydra(tiny_checkpoint: Path) -> None:
@@ -67,8 +71,9 @@ def test_checkpoint_reloads_in_fresh_process_without_hydra(tiny_checkpoint: Path
         ["model=vgg3"],
         ["model=vgg16", "model.pretrained=none", "model.weights_path=null"],
         ["model=vggnet", "data.crop_size=40", "model.hidden=64"],
+        ["model=vggnet", "data.crop_size=40", "model.hidden=64", "data.augment=true", "data.on_device=true"],
     ],
-    ids=["vgg1", "vgg2", "vgg3", "vgg16", "vggnet"],
+    ids=["vgg1", "vgg2", "vgg3", "vgg16", "vggnet", "vggnet-on-device"],
 )
 def test_fast_dev_run_of_every_model(make_cfg, overrides: list[str]) -> None:
     """One batch of fit, validate and test for every model config, through the real entry point."""

@@ -1,5 +1,6 @@
-"""Callbacks that make a resumed run continue exactly, keep diverged weights off disk, and average
-the weights (:class:`EMAWeights`, ``callbacks=ema``) during fit only.
+"""Callbacks that make a resumed run continue exactly, keep diverged weights off disk, average
+the weights (:class:`EMAWeights`, ``callbacks=ema``) during fit only, and time each epoch
+(:class:`EpochTimer`).
 
 Lightning restores weights, optimizer, scheduler, loop counters and callback state, but not the
 random number generators nor the CSV log: :class:`ResumeState` saves the Python, numpy and torch
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -144,3 +146,17 @@ class EMAWeights(EMAWeightAveraging):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_validation_epoch_end(trainer, pl_module)
+
+
+class EpochTimer(Callback):
+    """Logs ``time/epoch_s``, the wall time of each training epoch with its validation, so that a
+    learning curve reads against time and a short probe run tells how many epochs a budget holds."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self.started)
