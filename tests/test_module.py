@@ -137,6 +137,19 @@ def test_schedulers_are_filled_in_from_the_trainer(scheduler: dict[str, Any], in
     assert check(lr_scheduler["scheduler"])
 
 
+def test_a_one_cycle_warm_up_of_exactly_one_step_is_refused() -> None:
+    """torch's OneCycleLR divides by zero when the warm-up is one step (5 x 0.2); shorter ones
+    (a fast_dev_run of one step) and longer ones work."""
+    scheduler = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.05, "pct_start": 0.2, "total_steps": 5}
+    with pytest.raises(ValueError, match="pct_start x total_steps = 1 of its 5 optimizer steps"):
+        attach(classifier(scheduler=scheduler)).configure_optimizers()
+    for total_steps in (1, 6):
+        config = attach(classifier(scheduler={**scheduler, "total_steps": total_steps})).configure_optimizers()
+        for _ in range(total_steps):
+            config["optimizer"].step()
+            config["lr_scheduler"]["scheduler"].step()
+
+
 def test_one_cycle_spans_the_real_fit(tmp_path: Path) -> None:
     """With a real Trainer, total_steps is the number of optimiser steps the fit takes."""
     module = classifier(scheduler={"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.05})
