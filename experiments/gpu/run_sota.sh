@@ -56,8 +56,9 @@ train "$OUT/warmup" trainer.fast_dev_run=true "$@" || { tail -n 40 "$OUT/warmup/
 echo "[$(date -u +%T)] probe: $PROBE_EPOCHS epochs, seeds $SEEDS side by side"
 side_by_side "$OUT/probe" "trainer.max_epochs=$PROBE_EPOCHS" test=false "$@"
 
-cap=$("$PY" -m fer.train "experiment=$EXPERIMENT" "$@" --cfg job |
-    "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["trainer"]["max_epochs"])')
+read -r cap tta < <("$PY" -m fer.train "experiment=$EXPERIMENT" "$@" --cfg job |
+    "$PY" -c 'import sys, yaml; c = yaml.safe_load(sys.stdin); print(c["trainer"]["max_epochs"], c["module"]["tta"])')
+[ -n "$tta" ] || { echo "Could not read trainer.max_epochs and module.tta of experiment=$EXPERIMENT." >&2; exit 1; }
 epochs=$("$PY" - "$OUT" "$RUN_BUDGET_S" "$cap" <<'EOF'
 """Epochs that fit the budget: (budget - overhead) / epoch time, both measured by the probe."""
 import csv, json, statistics, sys
@@ -88,8 +89,6 @@ from pathlib import Path
 print(",".join(json.loads((run / "metrics.json").read_text())["best_checkpoint"] for run in sorted(Path(sys.argv[1]).glob("seed*"))))
 EOF
 )
-tta=$("$PY" -m fer.train "experiment=$EXPERIMENT" "$@" --cfg job |
-    "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["module"]["tta"])')
 for split in val test; do
     echo "[$(date -u +%T)] ensemble on $split (tta=$tta)"
     "$PY" -m fer.ensemble "ckpt_paths=[$checkpoints]" "split=$split" "tta=$tta" \
