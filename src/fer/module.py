@@ -269,7 +269,7 @@ class FERClassifier(pl.LightningModule):
             options.setdefault("total_steps", int(self.trainer.estimated_stepping_batches))
             if options.get("pct_start", 0.3) * options["total_steps"] == 1:
                 raise ValueError(
-                    f"The one-cycle schedule warms up for pct_start x total_steps = 1 of its "
+                    "The one-cycle schedule warms up for pct_start x total_steps = 1 of its "
                     f"{options['total_steps']} optimizer steps, where torch's OneCycleLR divides by zero. "
                     "Change trainer.max_epochs, data.batch_size or module.scheduler.pct_start."
                 )

@@ -47,9 +47,8 @@ class FaceDataset(Dataset):
         """One batch: uint8 [B, C, H, W] and labels [B]."""
         index = torch.as_tensor(indices, dtype=torch.long)
         if self.images.is_cuda:  # a pinned, asynchronous copy: a plain one would wait for the GPU
-            index = index.pin_memory().to(self.images.device, non_blocking=True)
-        elif self.images.device != index.device:
-            index = index.to(self.images.device)
+            index = index.pin_memory()
+        index = index.to(self.images.device, non_blocking=True)
         if self.transform is None:
             images = self.images[index]
         else:
@@ -80,6 +79,7 @@ def face_loader(dataset: FaceDataset, **kwargs: Any) -> DataLoader:
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``__getitems__`` has stacked the batch already."""
     return batch
 
 
