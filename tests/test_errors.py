@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from PIL import Image
 from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
@@ -144,3 +145,17 @@ def test_zip_without_train_entries(make_cfg, tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "nothing here")
     _train_fails(make_cfg, DatasetError, r"fer2013\.zip holds no train/<class>/\*\.jpg entries", f"data.root={path}")
+
+
+def test_on_device_with_loader_workers(make_cfg) -> None:
+    """Hydra wraps the DataModule's ValueError, message included."""
+    _train_fails(
+        make_cfg, InstantiationException, r"data\.on_device=true .* needs data\.num_workers=0 \(got 2\)", "data.on_device=true", "data.num_workers=2"
+    )
+
+
+def test_one_cycle_warm_up_of_exactly_one_step(make_cfg) -> None:
+    """Five steps (40 synthetic faces, batch 8, one epoch) at pct_start 0.2: torch would divide by zero."""
+    _train_fails(
+        make_cfg, ValueError, r"pct_start x total_steps = 1 of its 5 optimizer steps", "scheduler=onecycle", "module.scheduler.pct_start=0.2"
+    )
