@@ -155,7 +155,7 @@ def test_on_device_with_loader_workers(make_cfg) -> None:
 
 
 def test_one_cycle_warm_up_of_exactly_one_step(make_cfg) -> None:
-    """Five steps (40 synthetic faces, batch 8, one epoch) at pct_start 0.2: torch would divide by zero."""
+    """Five steps (42 synthetic faces, batch 8, one epoch) at pct_start 0.2: torch would divide by zero."""
     _train_fails(
         make_cfg, ValueError, r"pct_start x total_steps = 1 of its 5 optimizer steps", "scheduler=onecycle", "module.scheduler.pct_start=0.2"
     )
