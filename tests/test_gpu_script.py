@@ -49,8 +49,8 @@ def test_the_script_probes_sizes_the_runs_and_ensembles_them(tmp_path: Path, fer
     assert plan["epoch_s"] > 0 and plan["overhead_s"] > 0 and plan["cap"] == 150
     assert plan["epochs"] == 1  # a budget shorter than the overhead still trains one epoch
     for seed in (1, 2):
-        assert json.loads((out / "probe" / f"seed{seed}" / "metrics.json").read_text())["epochs"] == 2
-        assert "test" not in json.loads((out / "probe" / f"seed{seed}" / "metrics.json").read_text())
+        probe = json.loads((out / "probe" / f"seed{seed}" / "metrics.json").read_text())
+        assert probe["epochs"] == 2 and "test" not in probe
         run = json.loads((out / "runs" / f"seed{seed}" / "metrics.json").read_text())
         assert run["epochs"] == 1 and 0 <= run["test"]["acc"] <= 1
     for split in ("val", "test"):
