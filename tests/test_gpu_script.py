@@ -21,6 +21,7 @@ CPU_OVERRIDES = [
     "trainer.precision=32-true",
     "module.compile=false",
     "model.hidden=32",
+    "model.channels=[8,16,32,64]",
     "data.batch_size=4",  # ten steps an epoch: a one-cycle warm-up of two
     "data.eval_batch_size=16",
 ]

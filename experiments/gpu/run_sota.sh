@@ -56,9 +56,10 @@ train "$OUT/warmup" trainer.fast_dev_run=true "$@" || { tail -n 40 "$OUT/warmup/
 echo "[$(date -u +%T)] probe: $PROBE_EPOCHS epochs, seeds $SEEDS side by side"
 side_by_side "$OUT/probe" "trainer.max_epochs=$PROBE_EPOCHS" test=false "$@"
 
-read -r cap tta < <("$PY" -m fer.train "experiment=$EXPERIMENT" "$@" --cfg job |
-    "$PY" -c 'import sys, yaml; c = yaml.safe_load(sys.stdin); print(c["trainer"]["max_epochs"], c["module"]["tta"])')
-[ -n "$tta" ] || { echo "Could not read trainer.max_epochs and module.tta of experiment=$EXPERIMENT." >&2; exit 1; }
+# the warm-up's resolved config is the experiment's with these overrides (fast_dev_run changes no setting)
+read -r cap tta < <("$PY" -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(c["trainer"]["max_epochs"], c["module"]["tta"])' \
+    "$OUT/warmup/config.yaml")
+[ -n "$tta" ] || { echo "Could not read trainer.max_epochs and module.tta from $OUT/warmup/config.yaml." >&2; exit 1; }
 epochs=$("$PY" - "$OUT" "$RUN_BUDGET_S" "$cap" <<'EOF'
 """Epochs that fit the budget: (budget - overhead) / epoch time, both measured by the probe."""
 import csv, json, statistics, sys
@@ -89,12 +90,16 @@ from pathlib import Path
 print(",".join(json.loads((run / "metrics.json").read_text())["best_checkpoint"] for run in sorted(Path(sys.argv[1]).glob("seed*"))))
 EOF
 )
-for split in val test; do
-    echo "[$(date -u +%T)] ensemble on $split (tta=$tta)"
-    "$PY" -m fer.ensemble "ckpt_paths=[$checkpoints]" "split=$split" "tta=$tta" \
-        "hydra.run.dir=$OUT/ensemble_$split" >"$OUT/ensemble_$split.out" 2>&1 ||
-        { tail -n 30 "$OUT/ensemble_$split.out"; exit 1; }
-done
+ensemble() {  # ensemble SPLIT: the runs' best checkpoints, logits averaged, scored on SPLIT
+    "$PY" -m fer.ensemble "ckpt_paths=[$checkpoints]" "split=$1" "tta=$tta" "hydra.run.dir=$OUT/ensemble_$1" \
+        >"$OUT/ensemble_$1.out" 2>&1 || { tail -n 30 "$OUT/ensemble_$1.out"; return 1; }
+}
+echo "[$(date -u +%T)] ensemble on PublicTest and PrivateTest side by side (tta=$tta)"
+ensemble val &
+val=$!
+ensemble test &
+test=$!
+wait "$val" && wait "$test" || { echo "An ensemble failed: its output is above." >&2; exit 1; }
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys
