@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from PIL import Image
+from PIL import Image, ImageFilter
 from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
 from fer.checkpoints import CheckpointError
@@ -159,3 +159,11 @@ def test_one_cycle_warm_up_of_exactly_one_step(make_cfg) -> None:
     _train_fails(
         make_cfg, ValueError, r"pct_start x total_steps = 1 of its 5 optimizer steps", "scheduler=onecycle", "module.scheduler.pct_start=0.2"
     )
+
+
+def test_blurred_copy_of_the_dataset(make_cfg, folder_copy: Path) -> None:
+    for image in folder_copy.rglob("*.jpg"):
+        Image.open(image).filter(ImageFilter.GaussianBlur(2)).save(image, quality=95)
+    _train_fails(make_cfg, DatasetError, r"look blurred: their median sharpness .* get the dataset from its source", f"data.root={folder_copy}")
+    metrics = train(make_cfg("model=vgg1", "test=false", f"data.root={folder_copy}", "data.min_sharpness=0"))
+    assert "val" in metrics

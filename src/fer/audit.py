@@ -2,8 +2,9 @@
 
 Finds exact duplicates (identical pixels) and near duplicates (identical 64-bit difference hash of
 the 9x8-downscaled face) within and across Training / PublicTest / PrivateTest, label conflicts
-among them, and blank or near-constant images. Writes ``audit.json`` and ``audit.md`` in the run
-directory. ``data.dedup=true`` removes the exact cross-split leaks from train.
+among them, blank or near-constant images, and measures sharpness (is this a blurred copy?). Writes
+``audit.json`` and ``audit.md`` in the run directory. ``data.dedup=true`` removes the exact
+cross-split leaks from train.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 
 from fer.classes import CLASSES
 from fer.data.sources import FERData, load_fer2013
+from fer.data.quality import REAL_MEDIAN_SHARPNESS, sharpness
 from fer.data.splits import image_hashes
 from fer.rundir import run_metadata, write_json
 
@@ -69,6 +71,7 @@ def audit(data: FERData, blank_std: float = 3.0) -> dict[str, Any]:
     near = [g for g in _groups(difference_hashes(data.images)) if not set(g.tolist()) <= exact_members]
     stds = data.images.reshape(len(data), -1).std(axis=1)
     blank = np.flatnonzero(stds < blank_std)
+    sharp = sharpness(data.images)
     train_leaks = sum(
         int((data.usage[g] == "Training").sum()) for g in exact if len(set(data.usage[g]) - {"Training"}) > 0
     )
@@ -83,6 +86,11 @@ def audit(data: FERData, blank_std: float = 3.0) -> dict[str, Any]:
             "count": len(blank),
             "per_split": dict(Counter(data.usage[blank].tolist())),
             "names": data.names[blank].tolist(),
+        },
+        "sharpness": {
+            "median": round(float(np.median(sharp)), 1),
+            "percentile_1": round(float(np.percentile(sharp, 1)), 1),
+            "real_fer2013_median": REAL_MEDIAN_SHARPNESS,
         },
     }
 
@@ -111,6 +119,14 @@ def to_markdown(report: dict[str, Any], source: str) -> str:
         "",
     ]
     lines += [f"- {name}" for name in blank["names"][:20]]
+    sharp = report["sharpness"]
+    lines += [
+        "",
+        "## Sharpness",
+        "",
+        f"Median sharpness (mean absolute Laplacian, `fer.data.quality`) {sharp['median']}, 1% of images below "
+        f"{sharp['percentile_1']}; the real FER-2013: {sharp['real_fer2013_median']}. A copy far below that is blurred.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fer.classes import CLASSES
 from fer.data.batch_augment import BatchAugment
+from fer.data.quality import check_sharpness
 from fer.data.sources import IMAGE_SIZE, FERData, load_fer2013
 from fer.data.splits import drop_leaks, make_splits
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
@@ -93,6 +94,7 @@ class FER2013DataModule(pl.LightningDataModule):
     crops randomly for training. Evaluation loaders yield the whole resized image: the model takes
     the centre crop itself, or ten crops with ``tta=tencrop``. ``on_device`` keeps the images on the
     accelerator the trainer runs on, so a GPU run needs no loader workers and no copies per batch.
+    ``min_sharpness`` stops a blurred copy of the dataset before any training (:mod:`fer.data.quality`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class FER2013DataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         on_device: bool = False,
+        min_sharpness: float = 25.0,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -150,6 +153,7 @@ class FER2013DataModule(pl.LightningDataModule):
         self.pin_memory = not on_device and (torch.cuda.is_available() if pin_memory is None else pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.on_device = on_device
+        self.min_sharpness = min_sharpness
         self.data: FERData | None = None
         self.indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FaceDataset] = {}
@@ -164,6 +168,7 @@ class FER2013DataModule(pl.LightningDataModule):
         if self.datasets:
             return
         self.data = load_fer2013(self.root, self.cache_dir)
+        check_sharpness(self.data.images, self.min_sharpness, self.root)
         self.indices = make_splits(self.data, self.split, self.val_fraction, self.split_seed)
         if self.dedup:
             self.indices = drop_leaks(self.data, self.indices)
