@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from fer.classes import CLASSES
-from fer.data.sources import FERData, load_fer2013
 from fer.data.quality import REAL_MEDIAN_SHARPNESS, sharpness
+from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import image_hashes
 from fer.rundir import run_metadata, write_json
 
