@@ -13,8 +13,8 @@ import torch
 from conftest import REAL_ROOT, REAL_WEIGHTS, needs_real_data, needs_real_weights
 
 from fer.classes import CLASSES
-from fer.data.sources import FERData, load_fer2013
 from fer.data.quality import REAL_MEDIAN_SHARPNESS, check_sharpness, sharpness
+from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import make_splits
 from fer.factory import build_datamodule, build_module, build_trainer
 
