@@ -161,6 +161,16 @@ def test_one_cycle_warm_up_of_exactly_one_step(make_cfg) -> None:
     )
 
 
+def test_frozen_feature_cache_with_augmentation(make_cfg) -> None:
+    """Augmented images never recur: the cache would only fill memory."""
+    _train_fails(
+        make_cfg,
+        ValueError,
+        r"model\.cache_frozen=true needs the same training images every epoch, but data\.augment=true, module\.mixup_alpha > 0 changes them",
+        "experiment=seed/vgg16_transfer", "model.pretrained=none", "data.augment=true", "module.mixup_alpha=0.2",
+    )
+
+
 def test_blurred_copy_of_the_dataset(make_cfg, folder_copy: Path) -> None:
     for image in folder_copy.rglob("*.jpg"):
         Image.open(image).filter(ImageFilter.GaussianBlur(2)).save(image, quality=95)

@@ -48,7 +48,30 @@ def build_module(cfg: DictConfig, datamodule: FER2013DataModule) -> FERClassifie
     elif isinstance(weights, str):
         raise ValueError(f"module.class_weights={weights!r} must be null, 'balanced' or a list of {len(CLASSES)} numbers.")
     net = OmegaConf.to_container(cfg.model, resolve=True)
+    check_cache_frozen(net, datamodule, module_cfg)
     return FERClassifier(net=net, input_spec=datamodule.input_spec, **module_cfg)
+
+
+def check_cache_frozen(net: dict[str, Any], datamodule: FER2013DataModule, module_cfg: dict[str, Any]) -> None:
+    """``model.cache_frozen`` pays only when every epoch feeds the same images: refuse the settings
+    under which no image recurs, rather than fill memory for nothing."""
+    if not net.get("cache_frozen"):
+        return
+    changing = [
+        name
+        for name, on in (
+            ("data.augment=true", datamodule.augment is not None),
+            (f"data.crop_size={datamodule.crop_size} < data.image_size={datamodule.image_size}", datamodule.crop_size < datamodule.image_size),
+            ("module.mixup_alpha > 0", module_cfg.get("mixup_alpha", 0) > 0),
+            ("module.cutmix_alpha > 0", module_cfg.get("cutmix_alpha", 0) > 0),
+        )
+        if on
+    ]
+    if changing:
+        raise ValueError(
+            f"model.cache_frozen=true needs the same training images every epoch, but {', '.join(changing)} changes them. "
+            "Set model.cache_frozen=false, or switch those off."
+        )
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:

@@ -13,6 +13,7 @@ from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from fer.classes import NUM_CLASSES
+from fer.models.frozen_cache import FrozenFeatureCache, check_frozen
 from fer.models.registry import register
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ class VGG16Transfer(nn.Module):
 
     ``trainable_convs``: how many of the last convolutions train (-1: all; 0: all frozen; the
     seed's 2). Inputs are RGB in [0, 1]; the net applies ImageNet normalisation itself, so callers
-    never need to know about it.
+    never need to know about it. ``cache_frozen``: remember each image's output of the frozen
+    convolutions (:mod:`fer.models.frozen_cache`), for training without augmentation; not saved in
+    checkpoints.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class VGG16Transfer(nn.Module):
         head_dropout: float = 0.2,
         input_size: int = 48,
         num_classes: int = NUM_CLASSES,
+        cache_frozen: bool = False,
     ) -> None:
         super().__init__()
         if pretrained not in PRETRAINED:
@@ -64,6 +68,8 @@ class VGG16Transfer(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*layers)
+        self.cache = FrozenFeatureCache() if cache_frozen else None
+        self.register_load_state_dict_post_hook(clear_cache_after_load)
         self.freeze(trainable_convs)
 
     def freeze(self, trainable_convs: int) -> None:
@@ -72,8 +78,17 @@ class VGG16Transfer(nn.Module):
         if not -1 <= trainable_convs <= len(convs):
             raise ValueError(f"model.trainable_convs={trainable_convs} must be -1 (all) or 0..{len(convs)}.")
         frozen = [] if trainable_convs == -1 else convs[: len(convs) - trainable_convs]
+        if self.cache is not None and not frozen:
+            raise ValueError("model.cache_frozen=true needs frozen convolutions: model.trainable_convs must be 0..12, not -1.")
         for conv in convs:
             conv.requires_grad_(conv not in frozen)
+        trainable = [i for i, layer in enumerate(self.features) if isinstance(layer, nn.Conv2d) and layer not in frozen]
+        self.split = trainable[0] if trainable else len(self.features)
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        if self.cache is not None:
+            self.cache.clear()
 
     def load_pretrained(self) -> None:
         """Load ImageNet weights into the convolutions: from ``weights_path`` if given, else through
@@ -89,10 +104,25 @@ class VGG16Transfer(nn.Module):
                 raise RuntimeError(f"Could not download torchvision's ImageNet VGG16 weights ({error}). {WEIGHTS_HELP}") from error
             state = {k.removeprefix("features."): v for k, v in full.items() if k.startswith("features.")}
         self.features.load_state_dict(state)
+        self.clear_cache()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = (x - self.mean) / self.std
-        return self.classifier(self.features(x))
+        if self.cache is None:
+            return self.classifier(self.features((x - self.mean) / self.std))
+        return self.classifier(self.features[self.split :](self.cached_prefix(x)))
+
+    @torch.compiler.disable
+    def cached_prefix(self, x: Tensor) -> Tensor:
+        """The frozen convolutions' output, looked up per image (kept out of compiled graphs: the
+        lookup hashes images on the host)."""
+        prefix = self.features[: self.split]
+        check_frozen(prefix)
+        return self.cache(lambda batch: prefix((batch - self.mean) / self.std), x, self.training)
+
+
+def clear_cache_after_load(net: VGG16Transfer, incompatible_keys: object) -> None:
+    """New weights invalidate every cached feature (a function, not a lambda, so the net pickles)."""
+    net.clear_cache()
 
 
 def vgg16_features() -> nn.Sequential:
