@@ -9,12 +9,15 @@ import pickle
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from fer.models.frozen_cache import FrozenFeatureCache, check_frozen
 from fer.models.vgg16 import VGG16Transfer
+from fer.module import FERClassifier
 from fer.train import train
 
 
@@ -140,6 +143,29 @@ def test_refuses_what_it_cannot_cache_exactly() -> None:
         check_frozen(nn.Sequential(nn.Conv2d(1, 2, 3).requires_grad_(False), nn.BatchNorm2d(2)))
     with pytest.raises(ValueError, match=r"trainable parameters \(0.weight, 0.bias\): freeze them first"):
         check_frozen(nn.Sequential(nn.Conv2d(1, 2, 3)))
+
+
+def test_on_for_fit_only() -> None:
+    """Images recur across fit's epochs; the test after fit, evaluation and inference see each
+    image once, so the module keeps the cache off there and frees its memory after fit."""
+    net = {"name": "vgg16", "pretrained": "none", "trainable_convs": 2, "head": [8], "cache_frozen": True}
+    module = FERClassifier(net=net, input_spec={"image_size": 32, "crop_size": 32, "channels": 1}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.01})
+    data = TensorDataset(torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8), torch.arange(6) % 7)
+    sizes: list[int] = []
+
+    class Record(pl.Callback):
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            sizes.append(len(pl_module.net.cache))
+
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Record()])
+    assert not module.net.cache.enabled
+    loader = DataLoader(data, batch_size=3)
+    trainer.fit(module, loader, loader)
+    assert sizes == [6, 6]
+    assert not module.net.cache.enabled and len(module.net.cache) == 0
+    trainer.test(module, loader, verbose=False)
+    assert len(module.net.cache) == 0
 
 
 def test_training_with_the_cache_gives_the_same_run(make_cfg, tmp_path: Path) -> None:

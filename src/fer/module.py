@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.mixing import mix_batch
 from fer.models import build_model
+from fer.models.frozen_cache import FrozenFeatureCache
 
 TTA_MODES = ("none", "flip", "tencrop")
 PER_STEP_SCHEDULERS = ("OneCycleLR",)
@@ -110,6 +111,7 @@ class FERClassifier(pl.LightningModule):
             self.net.load_pretrained()
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self._use_feature_cache(False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.tta = tta
@@ -191,6 +193,22 @@ class FERClassifier(pl.LightningModule):
         return F.cross_entropy(
             logits.float(), targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
         )
+
+    def on_fit_start(self) -> None:
+        self._use_feature_cache(True)
+
+    def on_fit_end(self) -> None:
+        self._use_feature_cache(False)
+
+    def _use_feature_cache(self, on: bool) -> None:
+        """A network's frozen-feature cache (``model.cache_frozen``) pays only where images recur,
+        across the epochs of ``fit``: on there, off and emptied otherwise, so the test after fit,
+        evaluation and inference neither fill it nor hold its memory."""
+        cache = getattr(self.net, "cache", None)
+        if isinstance(cache, FrozenFeatureCache):
+            cache.enabled = on
+            if not on:
+                cache.clear()
 
     def on_train_start(self) -> None:
         self.val_loss.reset()

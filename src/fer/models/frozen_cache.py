@@ -31,12 +31,14 @@ class FrozenFeatureCache:
 
     Looked up while training and under ``no_grad``/``inference_mode`` (validation, test, predict);
     bypassed when gradients must reach the prefix's activations (an input that requires grad, or
-    evaluation with gradients on, as Grad-CAM does), so analysis tools see the real layers. Past
-    ``limit_bytes`` it warns once and stops adding; lookups go on.
+    evaluation with gradients on, as Grad-CAM does), so analysis tools see the real layers, and
+    while ``enabled`` is off (:class:`fer.module.FERClassifier` turns it on for ``fit`` only, where
+    images recur). Past ``limit_bytes`` it warns once and stops adding; lookups go on.
     """
 
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         self.limit_bytes = limit_bytes
+        self.enabled = True
         self.entries: dict[bytes, Tensor] = {}
         self.bytes = 0
         self.full_warned = False
@@ -57,7 +59,7 @@ class FrozenFeatureCache:
     def __call__(self, prefix: Callable[[Tensor], Tensor], x: Tensor, training: bool) -> Tensor:
         """``prefix(x)``, per image from the cache where it can be; ``prefix`` must be a fixed
         function of its input (:func:`check_frozen`)."""
-        if x.requires_grad or (not training and torch.is_grad_enabled()):
+        if not self.enabled or x.requires_grad or (not training and torch.is_grad_enabled()):
             return prefix(x)
         keys = self.keys(x)
         missing = [i for i, key in enumerate(keys) if key not in self.entries]
