@@ -4,8 +4,12 @@ once per image, and it steps aside wherever a cached value would be wrong or was
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +187,16 @@ def test_training_with_the_cache_gives_the_same_run(make_cfg, tmp_path: Path) ->
     for name, value in weights["true"].items():
         torch.testing.assert_close(value, weights["false"][name], rtol=1e-4, atol=1e-5, msg=name)
     assert tests["true"]["loss"] == pytest.approx(tests["false"]["loss"], rel=1e-4)
+
+
+def test_the_timing_script_times_three_passes(fer_zip: Path, tmp_path: Path) -> None:
+    """experiments/bench/frozen_cache.py, whose numbers experiments/benchmarks.md quotes."""
+    out = tmp_path / "frozen_cache.json"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "frozen_cache.py"
+    overrides = ["model.pretrained=none", "model.head=[8]", "data.batch_size=4", "trainer.precision=32-true", f"paths.cache_dir={tmp_path / 'cache'}"]
+    env = {**os.environ, "FER2013_ROOT": str(fer_zip)}
+    subprocess.run([sys.executable, str(script), "--batches", "2", "--out", str(out), *overrides], check=True, env=env, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["batches"] == 2 and result["batch_size"] == 4
+    assert 0 < result["cache_entries"] <= 8
+    assert all(result[f"{name}_ms_per_step"] > 0 for name in ("uncached", "filling", "cached"))

@@ -59,14 +59,19 @@ def bare_limit(module: FERClassifier, images: torch.Tensor, labels: torch.Tensor
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
     def step() -> None:
-        with autocast_for(precision, images.device):
-            logits = module(images)
-        loss = module.loss(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(module, optimizer, images, labels, precision)
 
     return images.shape[0] / _seconds_per_call(step, steps, warmup, images.device)
+
+
+def train_step(module: FERClassifier, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, precision: str) -> None:
+    """One plain training step: forward under the precision's autocast, loss, backward, update."""
+    with autocast_for(precision, images.device):
+        logits = module(images)
+    loss = module.loss(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 @torch.inference_mode()
