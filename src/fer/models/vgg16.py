@@ -79,7 +79,9 @@ class VGG16Transfer(nn.Module):
             raise ValueError(f"model.trainable_convs={trainable_convs} must be -1 (all) or 0..{len(convs)}.")
         frozen = [] if trainable_convs == -1 else convs[: len(convs) - trainable_convs]
         if self.cache is not None and not frozen:
-            raise ValueError("model.cache_frozen=true needs frozen convolutions: model.trainable_convs must be 0..12, not -1.")
+            raise ValueError(
+                f"model.cache_frozen=true needs frozen convolutions: model.trainable_convs must be 0..{len(convs) - 1}, not {trainable_convs}."
+            )
         for conv in convs:
             conv.requires_grad_(conv not in frozen)
         trainable = [i for i, layer in enumerate(self.features) if isinstance(layer, nn.Conv2d) and layer not in frozen]
