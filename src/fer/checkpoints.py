@@ -73,7 +73,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as error:
         raise CheckpointError(
             f"Cannot read checkpoint {path} ({path.stat().st_size} bytes): it is truncated or corrupt "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). A crash or an "
+            f"({type(error).__name__}: {str(error).split('. ')[0]}). A crash or an "
             "incomplete copy cuts files short: use another checkpoint of the run (last.ckpt or the best "
             "epochNNN.ckpt in the same folder) or copy it again."
         ) from error

@@ -13,7 +13,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from fer.checkpoints import read_checkpoint
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.module import FERClassifier
@@ -27,7 +26,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     save_config(cfg, output_dir)
-    read_checkpoint(cfg.ckpt_path)  # a missing, truncated or foreign file fails here with a clear message
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     model.tta = cfg.tta
     data_cfg = OmegaConf.merge(cfg, {"data": model.input_spec})

@@ -7,6 +7,7 @@ no Hydra and no config files.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from fer.checkpoints import read_checkpoint
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.mixing import mix_batch
 from fer.models import build_model
@@ -129,10 +131,16 @@ class FERClassifier(pl.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> FERClassifier:
         """Rebuild from a checkpoint alone; the pretrained weights are not fetched again, and the
-        network is not compiled (a first call would wait for the compiler): ``compile=True`` to have it."""
+        network is not compiled (a first call would wait for the compiler): ``compile=True`` to have it.
+        A file that cannot be a checkpoint raises :class:`~fer.checkpoints.CheckpointError` naming the fix."""
         kwargs.setdefault("pretrained_init", False)
         kwargs.setdefault("compile", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        except Exception:
+            if isinstance(checkpoint_path, (str, os.PathLike)):
+                read_checkpoint(checkpoint_path)  # a missing, truncated or foreign file: say so, and how to fix it
+            raise
 
     def configure_model(self) -> None:
         """The Trainer calls this before each run; compiling once is enough."""
