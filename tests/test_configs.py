@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,6 +23,7 @@ import fer.conf
 from fer.data.transforms import AugmentConfig
 from fer.factory import build_datamodule
 from fer.models import MODELS
+from fer.results import SEED_TABLE
 
 CONF = Path(fer.conf.__file__).parent
 PRIMARIES = sorted(p.stem for p in CONF.glob("*.yaml"))
@@ -159,3 +163,18 @@ def test_a_misspelt_key_is_refused(override: str) -> None:
     with pytest.raises(ConfigCompositionException, match=f"Could not override '{key}'") as error:
         compose_full("train", [override])
     assert f"Key '{key.rsplit('.', 1)[1]}' is not in struct" in str(error.value.__cause__)
+
+
+def test_the_readme_seed_table_command_sweeps_every_seed_row() -> None:
+    """The README's multirun over the seed's table expands to exactly its rows (a Hydra ``glob`` over
+    ``seed/*`` would silently expand to no job at all: it only sees the group's top level)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("python -m fer.train -m 'experiment=seed/"))
+    override = command.split("'")[1]
+    with initialize_config_module(config_module="fer.conf", version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        jobs = BasicSweeper.split_arguments(parser.parse_overrides([override]), max_batch_size=None)
+    rows = [job[0].split("=", 1)[1] for batch in jobs for job in batch]
+    assert sorted(rows) == sorted(SEED_TABLE)
+    for row in rows:
+        compose_full("train", [f"experiment={row}"])
