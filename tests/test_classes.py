@@ -41,7 +41,7 @@ def test_every_synonym_targets_a_canonical_class() -> None:
 def test_unknown_class_returns_none_and_index_error_lists_known_names() -> None:
     """A typo in a folder name must tell the user which names are accepted."""
     assert canonical_class("contempt") is None
-    with pytest.raises(ValueError, match="Unknown expression class 'contempt'") as error:
+    with pytest.raises(ValueError, match="'contempt' is not an expression class") as error:
         class_index("contempt")
     message = str(error.value)
     assert all(name in message for name in CLASSES)

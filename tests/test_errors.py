@@ -57,7 +57,7 @@ def test_folder_without_train(make_cfg, tmp_path: Path) -> None:
 
 def test_unknown_class_folder(make_cfg, folder_copy: Path) -> None:
     shutil.copytree(folder_copy / "train" / "happy", folder_copy / "train" / "smiling")
-    _train_fails(make_cfg, DatasetError, r"Unknown class folder train/smiling .*must be named angry, disgust", f"data.root={folder_copy}")
+    _train_fails(make_cfg, DatasetError, r"Unknown class folder train/smiling in .*: 'smiling' is not an expression class\. Known classes: angry, disgust, .*\(synonyms accepted: .*happiness", f"data.root={folder_copy}")
 
 
 def test_class_without_images(make_cfg, folder_copy: Path) -> None:
@@ -178,6 +178,41 @@ def test_zip_without_train_entries(make_cfg, tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "nothing here")
     _train_fails(make_cfg, DatasetError, r"fer2013\.zip holds no train/<class>/\*\.jpg entries", f"data.root={path}")
+
+
+def test_copy_without_test_folder(make_cfg, folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """Without test/ the val and test splits would be empty: say which folder is missing, not that a split is empty."""
+    shutil.rmtree(folder_copy / "test")
+    _train_fails(make_cfg, DatasetError, r"/fer has no test/ folder: FER-2013's Kaggle layout is train/<class>/Training_\*\.jpg and test/", f"data.root={folder_copy}")
+    path = tmp_path / "train_only.zip"
+    with zipfile.ZipFile(fer_zip) as source, zipfile.ZipFile(path, "w") as archive:
+        for info in source.infolist():
+            if "test/" not in info.filename:
+                archive.writestr(info, source.read(info))
+    _train_fails(make_cfg, DatasetError, r"train_only\.zip holds no test/<class>/\*\.jpg entries", f"data.root={path}")
+
+
+def test_images_deeper_than_the_layout(make_cfg, folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A nested folder inside a class folder is refused, not skipped: its images would be lost."""
+    path = tmp_path / "nested.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        name = next(n for n in archive.namelist() if "train/happy/" in n and n.endswith(".jpg"))
+        archive.writestr(name.replace("train/happy/", "train/happy/more/"), archive.read(name))
+    _train_fails(make_cfg, DatasetError, r"nested\.zip holds .*train/happy/more/.*\.jpg, deeper than expected", f"data.root={path}")
+    nested = folder_copy / "train" / "happy" / "more"
+    nested.mkdir()
+    shutil.copy(next((folder_copy / "train" / "happy").glob("*.jpg")), nested)
+    _train_fails(make_cfg, DatasetError, r"train/happy/more is a folder inside a class folder", f"data.root={folder_copy}")
+
+
+@pytest.mark.parametrize(("value", "found"), [("300", r"found 0\.\.300"), ("1.5", r"\(invalid literal"), ("-1", r"found -1\.\.")])
+def test_csv_pixel_values_out_of_range(make_cfg, fer_csv: Path, tmp_path: Path, value: str, found: str) -> None:
+    lines = fer_csv.read_text().splitlines()
+    lines[3] = "2," + " ".join([value] + ["0"] * 2303) + ",Training"
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(lines) + "\n")
+    _train_fails(make_cfg, DatasetError, rf"fer2013\.csv line 4: pixel values must be integers 0\.\.255.*{found}", f"data.root={path}")
 
 
 def test_on_device_with_loader_workers(make_cfg) -> None:

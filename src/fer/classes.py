@@ -38,7 +38,7 @@ def class_index(name: str) -> int:
     canonical = canonical_class(name)
     if canonical is None:
         raise ValueError(
-            f"Unknown expression class {name!r}. Known classes: {', '.join(CLASSES)} "
+            f"{name!r} is not an expression class. Known classes: {', '.join(CLASSES)} "
             f"(synonyms accepted: {', '.join(sorted(k for k in SYNONYMS if k not in CLASSES))})."
         )
     return CLASSES.index(canonical)

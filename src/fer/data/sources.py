@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer.classes import CLASSES, canonical_class
+from fer.classes import CLASSES, class_index
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ IMAGE_SIZE = 48
 USAGES = ("Training", "PublicTest", "PrivateTest")
 UNKNOWN_TEST_HALF = "Test"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FOLDERS = ("train", "test")
+_LAYOUT = (
+    "FER-2013's Kaggle layout is train/<class>/Training_*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg "
+    "(test/ gives the val and test splits)"
+)
 CACHE_VERSION = 2
 HOW_TO_GET = (
     "Download FER-2013 from https://www.kaggle.com/datasets/msambare/fer2013 (the zip, or its "
@@ -132,12 +137,10 @@ def _source_key(path: Path) -> str:
 
 
 def _folder_entries(root: Path) -> list[_Entry]:
-    if not (root / "train").is_dir():
-        raise DatasetError(f"{root} has no train/ folder: expected train/<class>/*.jpg. {HOW_TO_GET}")
     entries = []
-    for folder in ("train", "test"):
+    for folder in FOLDERS:
         if not (root / folder).is_dir():
-            continue
+            raise DatasetError(f"{root} has no {folder}/ folder: {_LAYOUT}. {HOW_TO_GET}")
         for class_dir in sorted(p for p in (root / folder).iterdir() if not p.name.startswith(".")):
             if not class_dir.is_dir():
                 raise DatasetError(f"{class_dir} is a file; {root / folder} must hold one folder per class.")
@@ -145,6 +148,8 @@ def _folder_entries(root: Path) -> list[_Entry]:
             if not files:
                 raise DatasetError(f"Class folders with no images in {root}: {folder}/{class_dir.name}.")
             for file in files:
+                if file.is_dir():
+                    raise DatasetError(f"{file} is a folder inside a class folder: {_LAYOUT}. Move its images up.")
                 entries.append(_Entry(folder, class_dir.name, file.name, file.read_bytes))
     return entries
 
@@ -153,11 +158,15 @@ def _zip_entries(archive: zipfile.ZipFile, path: Path) -> list[_Entry]:
     entries = []
     for info in archive.infolist():
         parts = info.filename.rstrip("/").split("/")
-        if info.is_dir() or len(parts) < 3 or parts[-3] not in ("train", "test"):
+        if info.is_dir():
             continue
-        entries.append(_Entry(parts[-3], parts[-2], parts[-1], lambda info=info: archive.read(info)))
-    if not any(entry.folder == "train" for entry in entries):
-        raise DatasetError(f"{path} holds no train/<class>/*.jpg entries. {HOW_TO_GET}")
+        if len(parts) >= 3 and parts[-3] in FOLDERS:
+            entries.append(_Entry(parts[-3], parts[-2], parts[-1], lambda info=info: archive.read(info)))
+        elif any(part in FOLDERS for part in parts[:-1]):
+            raise DatasetError(f"{path} holds {info.filename}, deeper than expected: {_LAYOUT}.")
+    for folder in FOLDERS:
+        if not any(entry.folder == folder for entry in entries):
+            raise DatasetError(f"{path} holds no {folder}/<class>/*.jpg entries: {_LAYOUT}. {HOW_TO_GET}")
     return entries
 
 
@@ -173,19 +182,17 @@ def _decode(entries: Iterable[_Entry], source: str) -> FERData:
         if entry.file_name.startswith(".") or not entry.file_name.lower().endswith(IMAGE_SUFFIXES):
             ignored.append(f"{entry.folder}/{entry.class_name}/{entry.file_name}")
             continue
-        canonical = canonical_class(entry.class_name)
-        if canonical is None:
-            raise DatasetError(
-                f"Unknown class folder {entry.folder}/{entry.class_name} in {source}. "
-                f"Class folders must be named {', '.join(CLASSES)} (or a common synonym)."
-            )
+        try:
+            label = class_index(entry.class_name)
+        except ValueError as error:
+            raise DatasetError(f"Unknown class folder {entry.folder}/{entry.class_name} in {source}: {error}") from error
         name = f"{entry.folder}/{entry.class_name}/{entry.file_name}"
         image, was_converted = _decode_image(entry.read(), name, source)
         if was_converted:
             converted.append(name)
         counts[(entry.folder, entry.class_name)] += 1
         images.append(image)
-        labels.append(CLASSES.index(canonical))
+        labels.append(label)
         usage.append(_usage_from_name(entry.folder, entry.file_name))
         names.append(name)
     empty = [f"{folder}/{cls}" for (folder, cls), n in counts.items() if n == 0]
@@ -251,7 +258,15 @@ def read_csv(path: Path) -> FERData:
                 raise DatasetError(f"{path} line {row_number}: emotion {emotion} is not in 0..{len(CLASSES) - 1}.")
             if split not in USAGES:
                 raise DatasetError(f"{path} line {row_number}: Usage {split!r} is not one of {USAGES}.")
-            images.append(np.asarray(pixels, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
+            try:
+                values = np.asarray(pixels, dtype=np.int64)
+            except ValueError as error:
+                raise DatasetError(f"{path} line {row_number}: pixel values must be integers 0..255 ({error}).") from error
+            if values.min() < 0 or values.max() > 255:
+                raise DatasetError(
+                    f"{path} line {row_number}: pixel values must be integers 0..255, found {values.min()}..{values.max()}."
+                )
+            images.append(values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
             labels.append(emotion)
             usage.append(split)
             names.append(f"row{row_number}")
