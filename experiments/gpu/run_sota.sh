@@ -90,7 +90,7 @@ from pathlib import Path
 print(",".join(json.loads((run / "metrics.json").read_text())["best_checkpoint"] for run in sorted(Path(sys.argv[1]).glob("seed*"))))
 EOF
 )
-ensemble() {  # ensemble SPLIT: the runs' best checkpoints, logits averaged, scored on SPLIT
+ensemble() {  # ensemble SPLIT: the runs' best checkpoints, softmax probabilities averaged, scored on SPLIT
     "$PY" -m fer.ensemble "ckpt_paths=[$checkpoints]" "split=$1" "tta=$tta" "hydra.run.dir=$OUT/ensemble_$1" \
         >"$OUT/ensemble_$1.out" 2>&1 || { tail -n 30 "$OUT/ensemble_$1.out"; return 1; }
 }

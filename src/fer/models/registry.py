@@ -1,5 +1,5 @@
-"""Name -> network constructor. A new architecture is one module that registers itself plus one
-config file in ``conf/model/`` naming it."""
+"""Name -> network constructor. A new architecture is one module that registers itself (imported in
+``fer/models/__init__.py``, so that registering happens) plus one config file in ``conf/model/`` naming it."""
 
 from __future__ import annotations
 
