@@ -156,6 +156,29 @@ def test_evaluate_scores_the_checkpoint_on_the_split(make_cfg, tiny_checkpoint: 
     assert saved[split]["acc"] == pytest.approx(torch.cat(hits).mean().item())
 
 
+def test_evaluate_uses_the_checkpoints_tta_unless_told(make_cfg, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A run trained with module.tta=flip scored again by fer.evaluate gets its own test number back."""
+    saved = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    saved["hyper_parameters"]["tta"] = "flip"
+    flip_checkpoint = tmp_path / "flip.ckpt"
+    torch.save(saved, flip_checkpoint)
+    model = FERClassifier.load_from_checkpoint(flip_checkpoint, map_location="cpu").eval()
+    cfg = make_cfg(f"ckpt_path={flip_checkpoint}", config_name="eval")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    with torch.no_grad():
+        flipped = [(model.predict_logits(x).argmax(1) == y).float() for x, y in datamodule.eval_dataloader("test")]
+        plain = [(model(x).argmax(1) == y).float() for x, y in datamodule.eval_dataloader("test")]
+    by_default = evaluate(cfg)
+    assert by_default["tta"] == "flip"
+    assert by_default["test"]["acc"] == pytest.approx(torch.cat(flipped).mean().item())
+    cfg = make_cfg(f"ckpt_path={flip_checkpoint}", "tta=none", config_name="eval")
+    told = evaluate(cfg)
+    assert told["tta"] == "none"
+    assert told["test"]["acc"] == pytest.approx(torch.cat(plain).mean().item())
+    assert by_default["test"]["loss"] != pytest.approx(told["test"]["loss"], abs=1e-6)  # the two really differ
+
+
 def test_ema_checkpoints_hold_the_averaged_weights_and_resume(make_cfg) -> None:
     """callbacks=ema: the checkpoint's state_dict (what load_from_checkpoint, validation and the
     test use) is the moving average, the raw weights are kept beside it, and resume=true continues

@@ -27,7 +27,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     save_config(cfg, output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
-    model.tta = cfg.tta
+    if cfg.tta is not None:
+        model.tta = cfg.tta
     data_cfg = OmegaConf.merge(cfg, {"data": model.input_spec})
     datamodule = build_datamodule(data_cfg)
     datamodule.setup("test")
@@ -39,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "model": model.hparams.net["name"],
         "protocol": cfg.data.get("split", "folder"),
         "split": cfg.split,
-        "tta": cfg.tta,
+        "tta": model.tta,
         cfg.split: model.results["test"],
         "wall_seconds": round(time.time() - started, 1),
         **run_metadata(),
