@@ -43,6 +43,17 @@ def test_audit_finds_leaks_near_duplicates_and_blank_images() -> None:
     assert report["sharpness"]["percentile_1"] < report["sharpness"]["median"]  # the blank image is flat
 
 
+def test_audit_counts_private_test_images_that_public_test_also_holds() -> None:
+    """Selection on PublicTest sees a PrivateTest image when both hold its pixels; data.dedup does not
+    touch either, so the audit says how many there are."""
+    a, b, c = synthetic_face(0, 1), synthetic_face(1, 2), synthetic_face(2, 3)
+    images = np.stack([a, a, a, b, b, c, c])
+    usage = np.array(["PrivateTest", "PublicTest", "PrivateTest", "PrivateTest", "Training", "PublicTest", "Training"])
+    report = audit(FERData(images, np.zeros(7, dtype=np.int64), usage, np.array([f"img{i}" for i in range(7)])))
+    assert report["private_test_images_copied_in_public_test"] == 2  # both copies of a; b is only in Training
+    assert "2 PrivateTest images have an exact copy in PublicTest" in to_markdown(report, "x")
+
+
 def test_markdown_report_has_every_section() -> None:
     text = to_markdown(audit(_dataset()), "some/fer2013.zip")
     assert text.startswith("# Data audit of some/fer2013.zip")

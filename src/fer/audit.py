@@ -2,7 +2,8 @@
 
 Finds exact duplicates (identical pixels) and near duplicates (identical 64-bit difference hash of
 the 9x8-downscaled face) within and across Training / PublicTest / PrivateTest, label conflicts
-among them, blank or near-constant images, and measures sharpness (is this a blurred copy?). Writes
+among them, PrivateTest images that PublicTest (the selection split) also holds, blank or
+near-constant images, and measures sharpness (is this a blurred copy?). Writes
 ``audit.json`` and ``audit.md`` in the run directory. ``data.dedup=true`` removes the exact
 cross-split leaks from train.
 """
@@ -66,7 +67,8 @@ def _describe(data: FERData, groups: list[np.ndarray]) -> dict[str, Any]:
 
 def audit(data: FERData, blank_std: float = 3.0) -> dict[str, Any]:
     """The audit report of a loaded dataset."""
-    exact = _groups(image_hashes(data.images))
+    hashes = image_hashes(data.images)
+    exact = _groups(hashes)
     exact_members = {int(i) for g in exact for i in g}
     near = [g for g in _groups(difference_hashes(data.images)) if not set(g.tolist()) <= exact_members]
     stds = data.images.reshape(len(data), -1).std(axis=1)
@@ -75,12 +77,14 @@ def audit(data: FERData, blank_std: float = 3.0) -> dict[str, Any]:
     train_leaks = sum(
         int((data.usage[g] == "Training").sum()) for g in exact if len(set(data.usage[g]) - {"Training"}) > 0
     )
+    public = set(hashes[data.usage == "PublicTest"])
     return {
         "images": len(data),
         "per_split": {str(u): int((data.usage == u).sum()) for u in sorted(set(data.usage))},
         "exact_duplicates": _describe(data, exact),
         "near_duplicates_not_exact": _describe(data, near),
         "train_images_removed_by_dedup": train_leaks,
+        "private_test_images_copied_in_public_test": int(sum(h in public for h in hashes[data.usage == "PrivateTest"])),
         "blank_or_constant": {
             "threshold_pixel_std": blank_std,
             "count": len(blank),
@@ -112,6 +116,9 @@ def to_markdown(report: dict[str, Any], source: str) -> str:
     blank = report["blank_or_constant"]
     lines += [
         f"`data.dedup=true` removes {report['train_images_removed_by_dedup']} Training images that also appear in PublicTest/PrivateTest.",
+        "",
+        f"{report['private_test_images_copied_in_public_test']} PrivateTest images have an exact copy in PublicTest, on which the "
+        "official protocol selects checkpoints: `data.dedup` changes Training only, so selection sees these test images.",
         "",
         "## Blank or near-constant images",
         "",
