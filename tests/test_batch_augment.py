@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fer.data import FER2013DataModule
 from fer.data.batch_augment import BatchAugment
@@ -30,14 +31,18 @@ def test_certain_flip_mirrors_every_image() -> None:
 
 
 def test_shifts_move_whole_pixels() -> None:
-    """Pure translations resample nothing: every output pixel is an input pixel of the same image
-    (the border is replicated), so shifted faces are not blurred."""
+    """Pure translations resample nothing: each output is its image moved by whole pixels, within
+    10% of 48 (5 px), the border replicated, so shifted faces are not blurred."""
     torch.manual_seed(1)
     out = BatchAugment(AugmentConfig(**{**NO_AUG, "translate": 0.1}), 48)(BATCH)
-    assert not torch.allclose(out, scaled(BATCH))
-    for image, source in zip(out, BATCH):
-        values = (image * 255).round().to(torch.uint8)
-        assert torch.isin(values, source).all()
+    padded = F.pad(scaled(BATCH), (5, 5, 5, 5), mode="replicate")
+    windows = padded.unfold(2, 48, 1).unfold(3, 48, 1)  # [B, 1, 11, 11, 48, 48]: every shift of -5..5
+    shifts = []
+    for image, candidates in zip(out, windows):
+        distance = (candidates[0] - image[0]).abs().amax(dim=(-1, -2))
+        assert distance.min() < 1e-5
+        shifts.append(divmod(int(distance.argmin()), 11))
+    assert len(set(shifts)) > 4  # drawn per image, not one shift for the batch
 
 
 def test_random_crop_is_a_window_of_the_image() -> None:
@@ -66,6 +71,26 @@ def test_rotation_and_scale_keep_shape_and_range() -> None:
     out = BatchAugment(AugmentConfig(rotate=15, scale=0.2), 40)(BATCH)
     assert out.shape == (16, 1, 40, 40) and out.dtype == torch.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_rotation_turns_about_the_centre_and_scale_zooms() -> None:
+    """A ring centred in the image stays put under rotation (so the turn is about the centre, with
+    no shift), while a bar through the centre turns; zooming moves the ring's radius."""
+    coords = torch.arange(48).float() - 23.5
+    radius = (coords.view(-1, 1) ** 2 + coords.view(1, -1) ** 2).sqrt()
+    ring = ((radius - 12).abs() < 2).float().expand(8, 1, 48, 48)
+    bar = (coords.view(1, -1).abs() < 2).float().expand(8, 48, 48).unsqueeze(1)
+    turn = BatchAugment(AugmentConfig(**{**NO_AUG, "rotate": 30, "affine_p": 1.0}), 48)
+    torch.manual_seed(4)
+    turned_ring = turn(ring.mul(255).to(torch.uint8))
+    assert (turned_ring - ring).abs().mean() < 0.03
+    torch.manual_seed(4)
+    assert ((turn(bar.mul(255).to(torch.uint8)) - bar).abs().mean(dim=(1, 2, 3)) > 0.005).sum() >= 6  # most images turned
+    zoom = BatchAugment(AugmentConfig(**{**NO_AUG, "scale": 0.2, "affine_p": 1.0}), 48)
+    torch.manual_seed(5)
+    zoomed = zoom(ring.mul(255).to(torch.uint8))
+    radii = [float((radius * image[0]).sum() / image[0].sum()) for image in zoomed]
+    assert max(radii) - min(radii) > 1.0 and all(9 < r < 16 for r in radii)  # +-20%: 12 px -> 10..15
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -173,6 +173,19 @@ def test_flip_tta_averages_the_image_and_its_mirror() -> None:
         torch.testing.assert_close(module.predict_logits(x), module(x))
 
 
+def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> None:
+    """48x48 images into a net trained on 40x40 crops: the ten views are written out here by hand."""
+    torch.manual_seed(0)
+    module = classifier(tta="tencrop", input_spec={"image_size": 48, "crop_size": 40, "channels": 1}).eval()
+    x = faces(4)[:][0]
+    crops = [x[..., t : t + 40, l : l + 40] for t, l in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))]
+    with torch.no_grad():
+        views = [module(c) for c in crops] + [module(c.flip(-1)) for c in crops]
+        torch.testing.assert_close(module.predict_logits(x), torch.stack(views).mean(dim=0))
+        torch.testing.assert_close(module.predict_logits(x, "none"), module(crops[-1]))  # the centre crop alone
+        assert not torch.allclose(views[0], views[3])  # the corners really differ
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_uint8_images_are_scaled_to_unit_range(channels_last: bool) -> None:
     """Checkpoints predict on raw uint8 faces: the module scales them exactly as float [0, 1] input."""

@@ -17,7 +17,6 @@ grayscale the difference is small). Alpha is dropped.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -171,44 +170,6 @@ def predict_image(
         FacePrediction(box, source, was_aligned, CLASSES[int(p.argmax())], p)
         for box, was_aligned, p in zip(boxes, aligned, probabilities)
     ]
-
-
-def time_predict(
-    model: FERClassifier,
-    image: ImageInput,
-    detector: FaceDetector | None = None,
-    repeats: int = 50,
-    warmup: int = 5,
-) -> dict[str, float]:
-    """Wall-clock latency of predicting one image, in milliseconds (median, p90, min).
-
-    Without a detector it times :func:`predict` (the image is a face crop); with one it times
-    :func:`predict_image` (decode-free: pass an array to leave file reading out). Benchmarks reuse it.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0.")
-
-    def run() -> int:
-        if detector is None:
-            return len(predict(model, image).labels)
-        return len(predict_image(model, image, detector))
-
-    for _ in range(warmup):
-        run()
-    times, faces = [], 0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        faces = run()
-        times.append((time.perf_counter() - started) * 1000.0)
-    ordered = np.sort(times)
-    return {
-        "median_ms": float(np.median(ordered)),
-        "p90_ms": float(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]),
-        "min_ms": float(ordered[0]),
-        "repeats": repeats,
-        "faces": faces,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def as_batch(images: Any) -> list[ImageInput]:

@@ -12,7 +12,6 @@ cannot be read gets an ``error`` row naming it and the reason, and the batch goe
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
