@@ -45,6 +45,16 @@ def test_shifts_move_whole_pixels() -> None:
     assert len(set(shifts)) > 4  # drawn per image, not one shift for the batch
 
 
+def test_affine_p_zero_leaves_the_geometry_alone() -> None:
+    """affine_p gates shift, scale and rotation per image: at 0 they never happen, at 0.5 some."""
+    strong = {**NO_AUG, "translate": 0.1, "scale": 0.2, "rotate": 20}
+    torch.manual_seed(6)
+    torch.testing.assert_close(BatchAugment(AugmentConfig(**strong, affine_p=0.0), 48)(BATCH), scaled(BATCH), atol=1e-5, rtol=0)
+    out = BatchAugment(AugmentConfig(**strong, affine_p=0.5), 48)(BATCH)
+    unchanged = [(o - s).abs().max() < 1e-5 for o, s in zip(out, scaled(BATCH))]
+    assert 0 < sum(unchanged) < len(unchanged)
+
+
 def test_random_crop_is_a_window_of_the_image() -> None:
     torch.manual_seed(2)
     out = BatchAugment(None, 40)(BATCH)

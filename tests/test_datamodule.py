@@ -93,7 +93,9 @@ def test_with_augment_training_varies_but_evaluation_does_not(fer_zip: Path) -> 
 
 def test_eval_dataloader_is_ordered_and_unaugmented(fer_zip: Path) -> None:
     """Scoring the train split must see the stored images in order, never augmented or shuffled."""
-    dm = ready(fer_zip, augment=True, aug={"hflip": 1.0}, eval_batch_size=100)
+    dm = ready(fer_zip, augment=True, augment_on="loader", aug={"hflip": 1.0, "translate": 0.0}, eval_batch_size=100)
+    first = dm.indices["train"][0]
+    np.testing.assert_array_equal(dm.datasets["train"][0][0][0].numpy(), dm.data.images[first][:, ::-1])  # train augments
     x, y = next(iter(dm.eval_dataloader("train")))
     index = dm.indices["train"]
     np.testing.assert_array_equal(x[:, 0].numpy(), dm.data.images[index])
@@ -157,15 +159,17 @@ def test_augmented_batches_repeat_under_the_same_seed(fer_zip: Path, augment_on:
 
 @pytest.mark.parametrize("augment_on", ["loader", "device"])
 def test_a_fetched_batch_holds_the_same_faces_as_single_items(fer_zip: Path, augment_on: str) -> None:
-    """Loaders fetch whole batches at once; the faces and labels are those of item-by-item access."""
-    dm = ready(fer_zip, channels=3, augment=True, augment_on=augment_on, aug={"hflip": 0.0, "translate": 0.0})
+    """Loaders fetch whole batches at once; the faces and labels are those of item-by-item access
+    (in the loader, each face through its own transform: a certain flip here)."""
+    dm = ready(fer_zip, channels=3, augment=True, augment_on=augment_on, aug={"hflip": 1.0, "translate": 0.0})
     dataset = dm.datasets["train"]
     images, labels = dataset.__getitems__([5, 0, 17])
     assert images.shape == (3, 3, 48, 48) and images.is_contiguous()
     for row, index in enumerate([5, 0, 17]):
         image, label = dataset[index]
         assert torch.equal(images[row], image) and labels[row] == label
-        np.testing.assert_array_equal(image[2].numpy(), dm.data.images[dm.indices["train"][index]])
+        stored = dm.data.images[dm.indices["train"][index]]
+        np.testing.assert_array_equal(image[2].numpy(), stored[:, ::-1] if augment_on == "loader" else stored)
 
 
 def test_on_device_indexes_the_images_where_the_trainer_runs(fer_zip: Path) -> None:

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
-from fer.ensemble import ensemble
 from conftest import compose_config
+
+from fer.ensemble import ensemble
+from fer.factory import build_datamodule
+from fer.module import FERClassifier
 
 
 def ensemble_cfg(tmp_path: Path, fer_zip: Path, *overrides: str) -> DictConfig:
@@ -32,3 +36,35 @@ def test_ensemble_needs_two_checkpoints(tmp_path: Path, fer_zip: Path, tiny_chec
     cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint}]")
     with pytest.raises(ValueError, match="two or more checkpoints"):
         ensemble(cfg)
+
+
+def test_ensemble_averages_the_members_probabilities(tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path) -> None:
+    """Members that disagree on every image: the ensemble predicts the argmax of their mean softmax,
+    so two confident members outvote the third whichever comes last or first."""
+    saved = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    weight = next(k for k in reversed(saved["state_dict"]) if k.endswith(".weight"))
+    for key in (weight, weight.replace(".weight", ".bias")):
+        saved["state_dict"][key] = saved["state_dict"][key].roll(1, dims=0)  # predicts class c+1 for c
+    shifted = tmp_path / "shifted.ckpt"
+    torch.save(saved, shifted)
+    datamodule = build_datamodule(ensemble_cfg(tmp_path, fer_zip))
+    datamodule.setup("test")
+    batches = list(datamodule.eval_dataloader("test"))
+    labels = torch.cat([y for _, y in batches])
+    probabilities = {}
+    with torch.no_grad():
+        for path in (tiny_checkpoint, shifted):
+            model = FERClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+            probabilities[path] = torch.cat([model(x).softmax(dim=1) for x, _ in batches])
+
+    def confusion(p: torch.Tensor) -> list[list[int]]:
+        matrix = torch.zeros(7, 7, dtype=torch.int64)
+        for t, predicted in zip(labels.tolist(), p.argmax(dim=1).tolist()):
+            matrix[t, predicted] += 1
+        return matrix.tolist()
+
+    assert (probabilities[tiny_checkpoint].argmax(1) != probabilities[shifted].argmax(1)).all()
+    for members in ([tiny_checkpoint, tiny_checkpoint, shifted], [shifted, shifted, tiny_checkpoint]):
+        cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{','.join(map(str, members))}]", "tta=none")
+        expected = confusion(sum(probabilities[m] for m in members) / 3)
+        assert ensemble(cfg)["test"]["confusion"] == expected == confusion(probabilities[members[0]])

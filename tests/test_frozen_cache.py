@@ -104,6 +104,8 @@ def test_autocast_and_dtype_key_separate_entries() -> None:
             cached(x)
         cached(x.double().float())
     assert seen == [2, 2]
+    same_bytes = torch.arange(8, dtype=torch.int16).view(1, 8)
+    assert FrozenFeatureCache.keys(same_bytes.view(torch.float16)) != FrozenFeatureCache.keys(same_bytes.view(torch.bfloat16))
 
 
 def test_weights_changes_empty_the_cache() -> None:

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from fer.factory import balanced_class_weights
 from fer.mixing import mix_batch
 from fer.models.vgg16 import VGG16Transfer
-from fer.module import FERClassifier
+from fer.classes import CLASSES
+from fer.module import FERClassifier, eval_metrics, summarise
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
 TINY = {"name": "seed_vgg", "blocks": 1, "filters": [4], "dense": 8}
@@ -184,6 +185,53 @@ def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> Non
         torch.testing.assert_close(module.predict_logits(x), torch.stack(views).mean(dim=0))
         torch.testing.assert_close(module.predict_logits(x, "none"), module(crops[-1]))  # the centre crop alone
         assert not torch.allclose(views[0], views[3])  # the corners really differ
+
+
+def test_summarised_metrics_on_a_hand_made_batch() -> None:
+    """Rows of the confusion matrix are true classes, columns predictions; per-class accuracy is
+    recall, in CLASSES order; macro accuracy averages the classes, not the images."""
+    truth = torch.tensor([0, 0, 0, 0, 1, 2, 3, 3, 4, 5, 6, 6])
+    predicted = torch.tensor([0, 0, 0, 3, 1, 6, 3, 3, 4, 5, 6, 2])
+    results = summarise(eval_metrics()(F.one_hot(predicted, 7).float(), truth))
+    recall = {"angry": 3 / 4, "disgust": 1.0, "fear": 0.0, "happy": 1.0, "sad": 1.0, "surprise": 1.0, "neutral": 1 / 2}
+    assert results["acc"] == pytest.approx(9 / 12)
+    assert results["acc_macro"] == pytest.approx(sum(recall.values()) / 7)
+    assert {name: results[f"acc_{name}"] for name in CLASSES} == pytest.approx(recall)
+    expected = [[0] * 7 for _ in range(7)]
+    for t, p in zip(truth.tolist(), predicted.tolist()):
+        expected[t][p] += 1
+    assert results["confusion"] == expected and expected[0][3] == 1  # angry taken for happy, row 0
+    precision = {0: 1.0, 1: 1.0, 2: 0.0, 3: 2 / 3, 4: 1.0, 5: 1.0, 6: 1 / 2}
+    f1 = [2 * precision[c] * r / (precision[c] + r) if precision[c] + r else 0.0 for c, r in enumerate(recall.values())]
+    assert results["f1_macro"] == pytest.approx(sum(f1) / 7)
+
+
+def test_validation_uses_val_tta_and_test_uses_tta() -> None:
+    torch.manual_seed(0)
+    module = classifier(tta="none", val_tta="flip").eval()
+    x, y = faces(6)[:]
+    with torch.no_grad():
+        module.validation_step((x, y), 0)
+        module.test_step((x, y), 0)
+        flipped = module.loss((module(x) + module(x.flip(-1))) / 2, y)
+        plain = module.loss(module(x), y)
+    assert module.val_loss.compute() == pytest.approx(flipped.item())
+    assert module.test_loss.compute() == pytest.approx(plain.item())
+    assert flipped.item() != pytest.approx(plain.item())
+
+
+def test_class_weighted_eval_loss_is_that_of_the_whole_set_whatever_the_batches() -> None:
+    """Cross-entropy with class weights divides by the summed weights of the batch, so the epoch
+    loss must weight each batch by that sum, not by its size, to equal the loss over all images."""
+    torch.manual_seed(0)
+    weights = [0.5, 3.0, 1.0, 0.3, 1.0, 1.2, 0.8]
+    module = classifier(class_weights=weights).eval()
+    x, y = faces(14)[:]
+    with torch.no_grad():
+        for start, stop in ((0, 3), (3, 14)):
+            module.validation_step((x[start:stop], y[start:stop]), 0)
+        whole = F.cross_entropy(module(x), y, weight=torch.tensor(weights))
+    assert module.val_loss.compute() == pytest.approx(whole.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

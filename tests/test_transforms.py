@@ -13,7 +13,7 @@ from conftest import synthetic_face
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
 
 FACE = synthetic_face(3, 0)
-EVERYTHING = AugmentConfig(hflip=0.5, translate=0.1, scale=0.1, rotate=10, erasing_p=0.5, erasing_max=0.3)
+EVERYTHING = AugmentConfig(hflip=0.5, translate=0.1, scale=0.1, rotate=10, erasing_p=0.5, erasing_max=0.3, affine_p=0.7)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,7 @@ def test_augmentation_settings_reach_the_transforms() -> None:
     assert affine.translate_percent == {"x": (-0.1, 0.1), "y": (-0.1, 0.1)}
     assert affine.scale == {"x": (0.9, 1.1), "y": (0.9, 1.1)}
     assert affine.rotate == (-10.0, 10.0)
+    assert affine.p == 0.7
     assert flip.p == 0.5
     assert erase.p == 0.5 and erase.hole_height_range == (6, 17) == erase.hole_width_range
 
@@ -72,7 +73,10 @@ def test_erasing_blanks_a_square() -> None:
     pipeline = train_transform(AugmentConfig(hflip=0.0, translate=0.0, erasing_p=1.0, erasing_max=0.4), 48, 48)
     face = np.full((48, 48), 200, dtype=np.uint8)
     erased = pipeline(image=face)["image"] == 0
-    assert 5 * 5 <= erased.sum() <= 19 * 19
+    rows, cols = np.nonzero(erased)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert erased.sum() == height * width  # one filled rectangle
+    assert 5 <= height <= 19 and 5 <= width <= 19  # 10%..40% of 48
 
 
 @pytest.mark.parametrize(("image_size", "crop_size"), [(48, 40), (64, 56), (96, 96), (32, 32)])
