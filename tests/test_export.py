@@ -82,6 +82,15 @@ def test_export_entry_point_checks_the_file(tiny_checkpoint: Path, tmp_path: Pat
     assert props["tta"] == "flip" and props["checkpoint"] == str(tiny_checkpoint.resolve())
 
 
+def test_export_that_disagrees_with_pytorch_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The check after writing is live: with a tolerance no file can meet, the command refuses."""
+    cfg = compose_config([f"ckpt_path={tiny_checkpoint}", "format=torchscript", "tolerance=-1"], config_name="export")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match=r"exported torchscript model differs from PyTorch by .* > tolerance=-1"):
+        main_export(cfg)
+
+
 def test_unknown_format_is_refused(model: FERClassifier, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="format='tflite' must be one of onnx, torchscript"):
         export(model, tmp_path / "m.tflite", "tflite")

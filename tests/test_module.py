@@ -185,6 +185,9 @@ def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> Non
         torch.testing.assert_close(module.predict_logits(x), torch.stack(views).mean(dim=0))
         torch.testing.assert_close(module.predict_logits(x, "none"), module(crops[-1]))  # the centre crop alone
         assert not torch.allclose(views[0], views[3])  # the corners really differ
+        small = crops[0]  # no larger than the crop: no corners to take, so ten-crop is flip
+        torch.testing.assert_close(module.predict_logits(small), module.predict_logits(small, "flip"))
+        assert not torch.allclose(module.predict_logits(small), module(small))
 
 
 def test_summarised_metrics_on_a_hand_made_batch() -> None:
