@@ -101,6 +101,52 @@ def test_alignment_option_reports_whether_it_rotated(photo: np.ndarray) -> None:
         np.testing.assert_array_equal(aligned.crop, plain.crop)
 
 
+class FoundEyes:
+    """Stands in for the eye cascade, which finds no pair of eyes in any test photo we have: the
+    geometry after detection is what is under test."""
+
+    def __init__(self, *eyes: tuple[int, int, int, int]) -> None:
+        self.eyes = np.array(eyes).reshape(-1, 4)
+
+    def detectMultiScale(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
+        return self.eyes
+
+
+@pytest.mark.parametrize(
+    ("eyes", "expected"),
+    [
+        (((20, 20, 10, 10), (60, 30, 10, 10)), math.degrees(math.atan2(10, 40))),  # right eye lower: positive
+        (((60, 30, 10, 10), (20, 20, 10, 10)), math.degrees(math.atan2(10, 40))),  # found in either order
+        (((20, 30, 10, 10), (60, 20, 10, 10)), -math.degrees(math.atan2(10, 40))),
+        (((20, 20, 12, 12), (60, 30, 12, 12), (40, 5, 6, 6)), math.degrees(math.atan2(10, 40))),  # the two largest
+        (((20, 20, 10, 10), (30, 20, 10, 10)), None),  # too close to be two eyes
+        (((20, 10, 10, 10), (60, 40, 10, 10)), None),  # steeper than 25 degrees
+        (((20, 20, 10, 10),), None),  # one eye
+    ],
+)
+def test_eye_angle_from_the_two_eyes_found(eyes: tuple, expected: float | None) -> None:
+    detector = FaceDetector(align=True)
+    detector.eye_cascade = FoundEyes(*eyes)
+    gray = np.zeros((200, 200), dtype=np.uint8)
+    angle = detector.eye_angle(gray, Box(0, 0, 100, 100))  # the upper face is 100 px wide: not rescaled
+    assert angle == (None if expected is None else pytest.approx(expected))
+
+
+def test_an_aligned_face_is_cut_rotated_by_the_eye_angle(photo: np.ndarray) -> None:
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    detector = FaceDetector(align=True)
+    (box,) = detector.detect(gray)
+    scale = min(1.0, 120 / box.w)
+    detector.eye_cascade = FoundEyes((int(0.2 * box.w * scale), 20, 10, 10), (int(0.6 * box.w * scale), 30, 10, 10))
+    face = detector.cut(gray, box)
+    angle = detector.eye_angle(gray, box)
+    assert face.aligned and angle > 5
+    side = box.w * (1.0 + 2.0 * detector.margin)
+    centre = (box.x + box.w / 2.0, box.y + box.h / 2.0)
+    np.testing.assert_array_equal(face.crop, crop_square(gray, centre, side, 48, angle))
+    assert not np.array_equal(face.crop, FaceDetector().cut(gray, box).crop)
+
+
 def write_inputs(root: Path, photo: np.ndarray) -> Path:
     folder = root / "inputs"
     (folder / "sub").mkdir(parents=True)
