@@ -4,8 +4,10 @@ and colour, classes the model does not know, and labels taken from file names.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,6 +16,8 @@ from fer.classes import CLASSES
 from fer.data.folder import FolderDataModule, read_folder
 from fer.data.sources import DatasetError
 from fer.evaluate import evaluate
+from fer.faces import FaceDetector
+from fer.inference import to_gray
 
 from conftest import synthetic_face
 
@@ -71,6 +75,26 @@ def test_fer2013_evaluation_is_unchanged(make_cfg, tiny_checkpoint: Path) -> Non
     saved = evaluate(make_cfg(f"ckpt_path={tiny_checkpoint}", config_name="eval"))
     assert saved["protocol"] == "official" and "unknown_classes" not in saved
     assert sum(map(sum, saved["test"]["confusion"])) == 2 * len(CLASSES)
+
+
+def test_detect_faces_takes_the_face_and_counts_images_without_one(tmp_path: Path) -> None:
+    """detect_faces=true: a photo gives its detected face, an image with no face is used whole and counted."""
+    portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not portrait.is_file():
+        pytest.skip(f"matplotlib's sample portrait {portrait} is not installed")
+    (tmp_path / "happy").mkdir()
+    shutil.copy(portrait, tmp_path / "happy" / "a_photo.jpg")
+    Image.fromarray(synthetic_face(3, 0)).save(tmp_path / "happy" / "b_not_a_face.png")
+    detector = FaceDetector()
+    folder = read_folder(tmp_path, detector=detector)
+    assert folder.no_face == 1 and list(folder.known.names) == ["happy/a_photo.jpg", "happy/b_not_a_face.png"]
+    faces = detector.faces(to_gray(tmp_path / "happy" / "a_photo.jpg"))
+    assert faces, "the cascade finds the portrait's face"
+    largest = max(faces, key=lambda f: f.box.w * f.box.h)
+    np.testing.assert_array_equal(folder.known.images[0], largest.crop)
+    np.testing.assert_array_equal(folder.known.images[1], synthetic_face(3, 0))
+    whole = read_folder(tmp_path)
+    assert whole.no_face == 0 and not np.array_equal(whole.known.images[0], largest.crop)
 
 
 def test_labels_from_file_names_jaffe_style(tmp_path: Path) -> None:
