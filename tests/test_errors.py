@@ -19,6 +19,7 @@ from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixtu
 from fer import load_model
 from fer.checkpoints import CheckpointError
 from fer.data import DatasetError
+from fer.data.sources import load_fer2013
 from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.export import main_export
@@ -192,6 +193,19 @@ def test_copy_without_test_folder(make_cfg, folder_copy: Path, fer_zip: Path, tm
     _train_fails(make_cfg, DatasetError, r"train_only\.zip holds no test/<class>/\*\.jpg entries", f"data.root={path}")
 
 
+def test_os_metadata_in_a_copy_is_not_an_error(folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A zip made on macOS (__MACOSX/, ._ forks, .DS_Store) or a folder opened in Jupyter loads as the plain copy."""
+    path = tmp_path / "macos.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        for name in ("__MACOSX/train/._happy", "__MACOSX/train/happy/._x.jpg", "train/.DS_Store", "train/happy/.DS_Store"):
+            archive.writestr(name, b"metadata")
+    assert len(load_fer2013(path)) == len(load_fer2013(fer_zip))
+    (folder_copy / "train" / "happy" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(next((folder_copy / "train" / "happy").glob("*.jpg")), folder_copy / "train" / "happy" / ".ipynb_checkpoints")
+    assert len(load_fer2013(folder_copy)) == len(load_fer2013(fer_zip))
+
+
 def test_images_deeper_than_the_layout(make_cfg, folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
     """A nested folder inside a class folder is refused, not skipped: its images would be lost."""
     path = tmp_path / "nested.zip"
@@ -199,7 +213,7 @@ def test_images_deeper_than_the_layout(make_cfg, folder_copy: Path, fer_zip: Pat
     with zipfile.ZipFile(path, "a") as archive:
         name = next(n for n in archive.namelist() if "train/happy/" in n and n.endswith(".jpg"))
         archive.writestr(name.replace("train/happy/", "train/happy/more/"), archive.read(name))
-    _train_fails(make_cfg, DatasetError, r"nested\.zip holds .*train/happy/more/.*\.jpg, deeper than expected", f"data.root={path}")
+    _train_fails(make_cfg, DatasetError, r"nested\.zip holds .*train/happy/more/.*\.jpg, outside the layout", f"data.root={path}")
     nested = folder_copy / "train" / "happy" / "more"
     nested.mkdir()
     shutil.copy(next((folder_copy / "train" / "happy").glob("*.jpg")), nested)

@@ -138,8 +138,8 @@ class FERClassifier(pl.LightningModule):
         try:
             return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
         except Exception:
-            if isinstance(checkpoint_path, (str, os.PathLike)):
-                read_checkpoint(checkpoint_path)  # a missing, truncated or foreign file: say so, and how to fix it
+            if isinstance(checkpoint_path, (str, os.PathLike)) and "://" not in str(checkpoint_path):
+                read_checkpoint(checkpoint_path)  # a missing, truncated or foreign local file: say so, and how to fix it
             raise
 
     def configure_model(self) -> None:

@@ -149,6 +149,8 @@ def _folder_entries(root: Path) -> list[_Entry]:
                 raise DatasetError(f"Class folders with no images in {root}: {folder}/{class_dir.name}.")
             for file in files:
                 if file.is_dir():
+                    if file.name.startswith("."):  # .ipynb_checkpoints and the like hold no data
+                        continue
                     raise DatasetError(f"{file} is a folder inside a class folder: {_LAYOUT}. Move its images up.")
                 entries.append(_Entry(folder, class_dir.name, file.name, file.read_bytes))
     return entries
@@ -158,12 +160,12 @@ def _zip_entries(archive: zipfile.ZipFile, path: Path) -> list[_Entry]:
     entries = []
     for info in archive.infolist():
         parts = info.filename.rstrip("/").split("/")
-        if info.is_dir():
-            continue
+        if info.is_dir() or any(part.startswith(".") or part == "__MACOSX" for part in parts):
+            continue  # macOS and editor metadata (.DS_Store, __MACOSX/, ._* forks), not images
         if len(parts) >= 3 and parts[-3] in FOLDERS:
             entries.append(_Entry(parts[-3], parts[-2], parts[-1], lambda info=info: archive.read(info)))
         elif any(part in FOLDERS for part in parts[:-1]):
-            raise DatasetError(f"{path} holds {info.filename}, deeper than expected: {_LAYOUT}.")
+            raise DatasetError(f"{path} holds {info.filename}, outside the layout: {_LAYOUT}.")
     for folder in FOLDERS:
         if not any(entry.folder == folder for entry in entries):
             raise DatasetError(f"{path} holds no {folder}/<class>/*.jpg entries: {_LAYOUT}. {HOW_TO_GET}")
