@@ -174,6 +174,18 @@ def test_flip_tta_averages_the_image_and_its_mirror() -> None:
         torch.testing.assert_close(module.predict_logits(x), module(x))
 
 
+def test_an_entry_points_tta_option_overrides_the_checkpoints_or_keeps_it() -> None:
+    """fer.evaluate, fer.predict and fer.export pass their tta= option here: null keeps the trained one."""
+    module = classifier(tta="flip")
+    module.use_tta(None)
+    assert module.tta == "flip"
+    module.use_tta("tencrop")
+    assert module.tta == "tencrop"
+    with pytest.raises(ValueError, match=r"tta='ten_crop' must be null \(the checkpoint's\) or one of none, flip, tencrop"):
+        module.use_tta("ten_crop")
+    assert module.tta == "tencrop"
+
+
 def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> None:
     """48x48 images into a net trained on 40x40 crops: the ten views are written out here by hand."""
     torch.manual_seed(0)

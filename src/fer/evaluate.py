@@ -27,8 +27,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     save_config(cfg, output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
-    if cfg.tta is not None:
-        model.tta = cfg.tta
+    model.use_tta(cfg.tta)
     data_cfg = OmegaConf.merge(cfg, {"data": model.input_spec})
     datamodule = build_datamodule(data_cfg)
     datamodule.setup("test")

@@ -32,7 +32,7 @@ from pytorch_lightning.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
 from fer.classes import CLASSES
-from fer.module import TTA_MODES, FERClassifier
+from fer.module import FERClassifier
 from fer.rundir import save_config
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,7 @@ def main_export(cfg: DictConfig) -> Path:
     """Load, export, then check the file against PyTorch within ``cfg.tolerance``."""
     save_config(cfg, cfg.paths.output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu").eval()
-    if cfg.tta is not None:
-        if cfg.tta not in TTA_MODES:
-            raise ValueError(f"tta={cfg.tta!r} must be null (the checkpoint's) or one of {', '.join(TTA_MODES)}.")
-        model.tta = cfg.tta
+    model.use_tta(cfg.tta)
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r} must be one of {', '.join(FORMATS)}.")
     path = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / FORMATS[cfg.format]

@@ -142,6 +142,14 @@ class FERClassifier(pl.LightningModule):
                 read_checkpoint(checkpoint_path)  # a missing, truncated or foreign local file: say so, and how to fix it
             raise
 
+    def use_tta(self, tta: str | None) -> None:
+        """Score with ``tta`` from now on (an entry point's ``tta=`` option); None keeps the checkpoint's."""
+        if tta is None:
+            return
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r} must be null (the checkpoint's) or one of {', '.join(TTA_MODES)}.")
+        self.tta = tta
+
     def configure_model(self) -> None:
         """The Trainer calls this before each run; compiling once is enough."""
         if self.hparams.compile and not self.net_compiled:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from fer.classes import CLASSES
 from fer.faces import FaceDetector
 from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
-from fer.module import TTA_MODES, FERClassifier
+from fer.module import FERClassifier
 from fer.rundir import run_metadata, save_config, write_json
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         raise ValueError("No inputs: pass inputs=[PATH,...] with image files and/or folders.")
     save_config(cfg, cfg.paths.output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location=cfg.device).eval()
-    if cfg.tta is not None:
-        if cfg.tta not in TTA_MODES:
-            raise ValueError(f"tta={cfg.tta!r} must be null (the checkpoint's) or one of {', '.join(TTA_MODES)}.")
-        model.tta = cfg.tta
+    model.use_tta(cfg.tta)
     detector = FaceDetector(**cfg.detector)
     annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
     rows = predict_files(model, list(cfg.inputs), detector, cfg.crop_max_side, annotate_dir)
