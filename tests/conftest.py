@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
@@ -140,4 +141,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, fer_zip: Path) -> 
     metrics = train(cfg)
     path = out / "tiny.ckpt"
     shutil.copy(metrics["best_checkpoint"], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_portrait() -> Path:
+    """A real face photo that ships with matplotlib (the face detector needs one)."""
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():
+        pytest.skip(f"matplotlib's sample portrait {path} is not installed")
     return path

@@ -141,31 +141,29 @@ def test_truncated_checkpoint_when_evaluating(make_cfg, truncated_checkpoint: Pa
         evaluate(make_cfg(f"ckpt_path={truncated_checkpoint}", config_name="eval"))
 
 
-def _load_every_way(path: Path, tmp_path: Path) -> list:
-    """Every entry point that reads a checkpoint, as a user calls it: Python API and commands."""
-    run = f"paths.output_dir={tmp_path / 'run'}"
-    return [
-        lambda: FERClassifier.load_from_checkpoint(path),
-        lambda: load_model(str(path)),
-        lambda: predict(compose_config([f"ckpt_path={path}", f"inputs=[{tmp_path}]", run], "predict")),
-        lambda: main_export(compose_config([f"ckpt_path={path}", run], "export")),
-        lambda: ensemble(compose_config([f"ckpt_paths=[{path},{path}]", run], "ensemble")),
-    ]
+# every entry point that reads a checkpoint, as a user calls it: (checkpoint, a scratch folder) -> load
+LOADERS = {
+    "load_from_checkpoint": lambda path, tmp: FERClassifier.load_from_checkpoint(path),
+    "load_model": lambda path, tmp: load_model(str(path)),
+    "predict": lambda path, tmp: predict(compose_config([f"ckpt_path={path}", f"inputs=[{tmp}]", f"paths.output_dir={tmp / 'run'}"], "predict")),
+    "export": lambda path, tmp: main_export(compose_config([f"ckpt_path={path}", f"paths.output_dir={tmp / 'run'}"], "export")),
+    "ensemble": lambda path, tmp: ensemble(compose_config([f"ckpt_paths=[{path},{path}]", f"paths.output_dir={tmp / 'run'}"], "ensemble")),
+}
 
 
-@pytest.mark.parametrize("entry", range(5), ids=["load_from_checkpoint", "load_model", "predict", "export", "ensemble"])
-def test_every_entry_point_explains_a_broken_checkpoint(entry: int, truncated_checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("load", LOADERS.values(), ids=LOADERS.keys())
+def test_every_entry_point_explains_a_broken_checkpoint(load, truncated_checkpoint: Path, tmp_path: Path) -> None:
     """Not only fer.train and fer.evaluate: a notebook reload or fer.predict on a truncated, missing
     or foreign file names it and the fix, where torch alone would suggest weights_only=False."""
     with pytest.raises(CheckpointError, match=r"Cannot read checkpoint .*truncated\.ckpt .*use another checkpoint of the run") as error:
-        _load_every_way(truncated_checkpoint, tmp_path)[entry]()
+        load(truncated_checkpoint, tmp_path)
     assert "weights_only" not in str(error.value)
     with pytest.raises(CheckpointError, match=r"missing\.ckpt does not exist"):
-        _load_every_way(tmp_path / "missing.ckpt", tmp_path)[entry]()
+        load(tmp_path / "missing.ckpt", tmp_path)
     foreign = tmp_path / "vgg16.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, foreign)
     with pytest.raises(CheckpointError, match=r"vgg16\.pth is not a Lightning checkpoint \(no 'state_dict'"):
-        _load_every_way(foreign, tmp_path)[entry]()
+        load(foreign, tmp_path)
 
 
 def test_vgg16_weights_that_do_not_fit(make_cfg, tmp_path: Path) -> None:

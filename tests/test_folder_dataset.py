@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,13 +76,10 @@ def test_fer2013_evaluation_is_unchanged(make_cfg, tiny_checkpoint: Path) -> Non
     assert sum(map(sum, saved["test"]["confusion"])) == 2 * len(CLASSES)
 
 
-def test_detect_faces_takes_the_face_and_counts_images_without_one(tmp_path: Path) -> None:
+def test_detect_faces_takes_the_face_and_counts_images_without_one(tmp_path: Path, sample_portrait: Path) -> None:
     """detect_faces=true: a photo gives its detected face, an image with no face is used whole and counted."""
-    portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if not portrait.is_file():
-        pytest.skip(f"matplotlib's sample portrait {portrait} is not installed")
     (tmp_path / "happy").mkdir()
-    shutil.copy(portrait, tmp_path / "happy" / "a_photo.jpg")
+    shutil.copy(sample_portrait, tmp_path / "happy" / "a_photo.jpg")
     Image.fromarray(synthetic_face(3, 0)).save(tmp_path / "happy" / "b_not_a_face.png")
     detector = FaceDetector()
     folder = read_folder(tmp_path, detector=detector)

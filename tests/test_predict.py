@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 import pytest
 from omegaconf import DictConfig, open_dict
@@ -23,7 +22,6 @@ from fer.predict import CSV_FIELDS, predict
 
 from conftest import compose_config, synthetic_face
 
-SAMPLE_FACE = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 PASTED = Box(200, 90, 256, 300)  # where the portrait goes in the 640x480 photo
 
 
@@ -33,11 +31,9 @@ def model(tiny_checkpoint: Path) -> FERClassifier:
 
 
 @pytest.fixture(scope="module")
-def photo() -> np.ndarray:
+def photo(sample_portrait: Path) -> np.ndarray:
     """A 640x480 RGB photo with one real face: matplotlib's sample portrait on a gray background."""
-    if not SAMPLE_FACE.is_file():
-        pytest.skip(f"matplotlib's sample portrait {SAMPLE_FACE} is not installed")
-    portrait = np.asarray(Image.open(SAMPLE_FACE).convert("RGB").resize((PASTED.w, PASTED.h)))
+    portrait = np.asarray(Image.open(sample_portrait).convert("RGB").resize((PASTED.w, PASTED.h)))
     image = np.full((480, 640, 3), 120, dtype=np.uint8)
     image[PASTED.y : PASTED.y + PASTED.h, PASTED.x : PASTED.x + PASTED.w] = portrait
     return image
