@@ -117,6 +117,17 @@ def test_seed_vgg_batch_norm_switch(batch_norm: bool) -> None:
         assert [n.num_features for n in norms] == [32, 32, 64, 64, 128, 128]
 
 
+def test_seed_vgg_batch_norm_constants_reach_every_layer() -> None:
+    """Keras' eps and momentum (the seed's framework) change the running statistics' update."""
+    net = build_model("seed_vgg", blocks=2, batch_norm=True, bn_eps=1e-3, bn_momentum=0.01)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [(n.eps, n.momentum) for n in norms] == [(1e-3, 0.01)] * 4
+    seen = []
+    norms[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2, 3))))
+    net.train()(torch.rand(4, 1, 48, 48))
+    assert torch.allclose(norms[0].running_mean, 0.01 * seen[0])  # 1% of the batch's mean, not 10%
+
+
 def test_seed_vgg_filters_and_dense_width() -> None:
     net = build_model("seed_vgg", blocks=2, filters=[8, 16], dense=24)
     assert [m.out_channels for m in net.features if isinstance(m, nn.Conv2d)] == [8, 8, 16, 16]

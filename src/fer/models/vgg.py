@@ -31,6 +31,12 @@ class SeedVGG(nn.Module):
     ``dropout``: ``none``; ``fixed`` = ``dropout_rate`` after every block and the dense layer;
     ``increasing`` = ``dropout_rate`` + 0.1 per block (0.2/0.3/0.4 for three blocks) and +0.1 more
     on the dense layer (0.5).
+
+    ``bn_eps`` and ``bn_momentum`` default to PyTorch's (1e-5, 0.1); Keras' BatchNormalization, which
+    the seed used, has eps 1e-3 and moving-average momentum 0.99, i.e. ``bn_momentum=0.01`` here.
+    The eps matters with BN after ReLU: at initialisation about a fifth of the first block's
+    channels are almost never active (variance below 1e-3), and a small eps scales them up by
+    up to 100x.
     """
 
     def __init__(
@@ -41,6 +47,8 @@ class SeedVGG(nn.Module):
         dropout: str = "none",
         dropout_rate: float = 0.2,
         dense: int = 128,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
         in_channels: int = 1,
         input_size: int = 48,
         num_classes: int = NUM_CLASSES,
@@ -59,7 +67,7 @@ class SeedVGG(nn.Module):
             for _ in range(2):
                 layers += [nn.Conv2d(channels, filters[i], 3, padding=1), nn.ReLU(inplace=True)]
                 if batch_norm:
-                    layers.append(nn.BatchNorm2d(filters[i]))
+                    layers.append(nn.BatchNorm2d(filters[i], eps=bn_eps, momentum=bn_momentum))
                 channels = filters[i]
             layers.append(nn.MaxPool2d(2))
             if rates[i]:
