@@ -11,6 +11,7 @@ from omegaconf import DictConfig, open_dict
 
 from conftest import compose_config
 
+import fer.ensemble
 from fer.ensemble import ensemble
 from fer.factory import build_datamodule
 from fer.module import FERClassifier
@@ -68,3 +69,24 @@ def test_ensemble_averages_the_members_probabilities(tmp_path: Path, fer_zip: Pa
         cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{','.join(map(str, members))}]", "tta=none")
         expected = confusion(sum(probabilities[m] for m in members) / 3)
         assert ensemble(cfg)["test"]["confusion"] == expected == confusion(probabilities[members[0]])
+
+
+def test_ensemble_refuses_members_scored_on_different_images(
+    tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Averaging probabilities row by row is only meaningful when every member saw the same
+    images in the same order; a member whose loader reordered them must stop the ensemble."""
+    real = fer.ensemble.member_probabilities
+    calls = []
+
+    def reordered_second_time(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities, labels = real(*args)
+        calls.append(len(labels))
+        return (probabilities.flip(0), labels.flip(0)) if len(calls) == 2 else (probabilities, labels)
+
+    monkeypatch.setattr(fer.ensemble, "member_probabilities", reordered_second_time)
+    cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint},{tiny_checkpoint}]", "tta=none")
+    with pytest.raises(ValueError, match="scored on different images than .*check data.root and split"):
+        ensemble(cfg)
+    assert calls == [14, 14]
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
