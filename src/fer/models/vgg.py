@@ -34,9 +34,10 @@ class SeedVGG(nn.Module):
 
     ``bn_eps`` and ``bn_momentum`` default to PyTorch's (1e-5, 0.1); Keras' BatchNormalization, which
     the seed used, has eps 1e-3 and moving-average momentum 0.99, i.e. ``bn_momentum=0.01`` here.
-    The eps matters with BN after ReLU: at initialisation about a fifth of the first block's
-    channels are almost never active (variance below 1e-3), and a small eps scales them up by
-    up to 100x.
+    With BN after ReLU the eps is not a detail (at initialisation about a fifth of the first
+    block's channels have variance below 1e-3, which eps 1e-5 scales up by up to 100x), but
+    Keras' values left the seed's BN row training as slowly as PyTorch's
+    (``experiments/results_notes.md``).
     """
 
     def __init__(
