@@ -3,6 +3,7 @@ ImageNet weights from a file (nothing here may download)."""
 
 from __future__ import annotations
 
+import re
 import urllib.error
 from pathlib import Path
 
@@ -126,6 +127,13 @@ def test_seed_vgg_batch_norm_constants_reach_every_layer() -> None:
     norms[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2, 3))))
     net.train()(torch.rand(4, 1, 48, 48))
     assert torch.allclose(norms[0].running_mean, 0.01 * seen[0])  # 1% of the batch's mean, not 10%
+
+
+@pytest.mark.parametrize("bad", [{"bn_eps": 0.0}, {"bn_momentum": 1.5}, {"bn_momentum": -0.1}])
+def test_seed_vgg_rejects_bad_batch_norm_constants(bad: dict[str, float]) -> None:
+    (key, value), = bad.items()
+    with pytest.raises(ValueError, match=re.escape(f"model.{key}={value} ")):
+        build_model("seed_vgg", batch_norm=True, **bad)
 
 
 def test_seed_vgg_filters_and_dense_width() -> None:

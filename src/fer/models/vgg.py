@@ -59,6 +59,11 @@ class SeedVGG(nn.Module):
             raise ValueError(f"model.blocks={blocks} must be between 1 and len(model.filters)={len(filters)}.")
         if dropout not in DROPOUT_MODES:
             raise ValueError(f"model.dropout={dropout!r} must be one of {', '.join(DROPOUT_MODES)}.")
+        if bn_eps <= 0 or not 0 <= bn_momentum <= 1:
+            raise ValueError(
+                f"model.bn_eps={bn_eps} must be > 0 and model.bn_momentum={bn_momentum} within [0, 1] "
+                "(PyTorch's defaults: 1e-5 and 0.1; Keras': 1e-3 and 0.01 in PyTorch's convention)."
+            )
         if input_size < 2**blocks:
             raise ValueError(f"input_size={input_size} must be at least 2**blocks={2**blocks}.")
         rates = [self._rate(dropout, dropout_rate, i) for i in range(blocks + 1)]
