@@ -52,6 +52,17 @@ def test_auto_precision_follows_the_hardware(
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # an explicit choice passes through
 
 
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_cpu_description_says_whether_bf16_is_native(monkeypatch: pytest.MonkeyPatch, cpu_bf16: bool) -> None:
+    """The same CPU model name comes with and without AVX512-BF16, and runs on the two differ in
+    precision and speed, so the hardware column must tell them apart."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: cpu_bf16)
+    description = hardware.describe()
+    assert description.startswith("CPU ") and description.endswith(f", {torch.get_num_threads()} threads")
+    assert ("native bf16" in description) is cpu_bf16
+
+
 def test_bad_precision_and_the_autocast_it_implies() -> None:
     with pytest.raises(ValueError, match="trainer.precision='bf32' must be one of auto, 32-true"):
         resolve_precision("bf32", "cpu")

@@ -51,7 +51,8 @@ def resolve_precision(precision: str | int, accelerator: str) -> str:
 
 
 def describe() -> str:
-    """One line naming the hardware a number was measured on."""
+    """One line naming the hardware a number was measured on; for a CPU also whether it has native
+    bf16, since one CPU model name covers machines with and without it (``precision=auto`` differs)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     cpu = platform.processor() or platform.machine()
@@ -61,7 +62,8 @@ def describe() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    bf16 = ", native bf16" if cpu_has_bf16() else ""
+    return f"CPU {cpu}{bf16}, {torch.get_num_threads()} threads"
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
