@@ -35,7 +35,8 @@ class SeedVGG(nn.Module):
     ``bn_eps`` and ``bn_momentum`` default to PyTorch's (1e-5, 0.1); Keras' BatchNormalization, which
     the seed used, has eps 1e-3 and moving-average momentum 0.99, i.e. ``bn_momentum=0.01`` here.
     With BN after ReLU the eps is not a detail (at initialisation about a fifth of the first
-    block's channels have variance below 1e-3, which eps 1e-5 scales up by up to 100x), but
+    block's channels have variance below 1e-3, which eps 1e-5 scales up by as much as 316x and
+    eps 1e-3 by at most 32x: ``experiments/bench/bn_variance.py``), but
     Keras' values left the seed's BN row training as slowly as PyTorch's
     (``experiments/results_notes.md``).
     """
