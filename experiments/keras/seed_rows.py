@@ -13,12 +13,20 @@ Keras and our stack live in separate environments, hence three steps:
     # 3. project venv: its curves beside a PyTorch run's
     python experiments/keras/seed_rows.py plot experiments/keras/runs/NAME experiments/runs/seed_full/vgg3_aug_dropout_bn
 
-The network mirrors ``fer.models.vgg.SeedVGG`` layer for layer (conv-ReLU-BN pairs, he_uniform,
+The VGG-n rows mirror ``fer.models.vgg.SeedVGG`` layer for layer (conv-ReLU-BN pairs, he_uniform,
 zero biases, max-pool, dropout after each block and after the dense 128); ``--dense-bn`` adds the
 BatchNormalization after the dense layer that the Keras CIFAR-10 VGG tutorial the seed resembles
 has. Training is the seed's: SGD lr 0.001 (``--momentum`` 0 unless given), batch 16, inputs
 scaled by 1/255, and for the augmented rows ImageDataGenerator's 10% shifts and horizontal flips.
-The checkpoint is chosen on the held-out 10% of Training and scored once on the test folder.
+
+The VGG16 row (``export --vgg16``, then ``train --row vgg16_transfer``) trains in Keras what our
+``experiment=seed/vgg16_transfer`` trains: the export computes, with our code and the ImageNet
+weights of FER_VGG16_WEIGHTS, each image's output of the eleven frozen convolutions, and Keras
+trains block5_conv2/3 (from the same weights) and the head with Adam's defaults, batch 16.
+``--head-init`` picks Keras' initialisers for the head or our PyTorch head's.
+
+Either way the checkpoint is the epoch with the best held-out accuracy, scored once on the test
+folder; ``summary.json`` and ``history.csv`` go to ``--out``.
 """
 
 from __future__ import annotations
@@ -212,14 +220,14 @@ def plot(keras_run: Path, torch_runs: list[Path], out: Path | None) -> None:
     summary = json.loads((keras_run / "summary.json").read_text())
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [int(r["epoch"]) + 1 for r in history]
-    label = f"Keras ({summary['row']}, momentum {summary['momentum']}, seed {summary['seed']})"
+    label = f"Keras ({keras_run.name})"
     acc_ax.plot(epochs, [float(r["val_accuracy"]) for r in history], "o-", label=label)
     loss_ax.plot(epochs, [float(r["loss"]) for r in history], "o-", label=label)
     for run in torch_runs:
         rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
         val = [(int(r["epoch"]) + 1, float(r["val/acc"])) for r in rows if r.get("val/acc") and r.get("step")]
         loss = [(int(r["epoch"]) + 1, float(r["train/loss"])) for r in rows if r.get("train/loss")]
-        name = f"PyTorch ({run.name})"
+        name = f"PyTorch ({run.parent.name}/{run.name})"
         acc_ax.plot(*zip(*val[: len(epochs)]), "s--", label=name)
         loss_ax.plot(*zip(*loss[: len(epochs)]), "s--", label=name)
     acc_ax.set(xlabel="epoch", ylabel="held-out accuracy", title="held-out 10% of Training")
