@@ -14,10 +14,9 @@ Keras and our stack live in separate environments, hence three steps:
     python experiments/keras/seed_rows.py plot experiments/keras/runs/NAME experiments/runs/seed_full/vgg3_aug_dropout_bn
 
 The VGG-n rows mirror ``fer.models.vgg.SeedVGG`` layer for layer (conv-ReLU-BN pairs, he_uniform,
-zero biases, max-pool, dropout after each block and after the dense 128); ``--dense-bn`` adds the
-BatchNormalization after the dense layer that the Keras CIFAR-10 VGG tutorial the seed resembles
-has. Training is the seed's: SGD lr 0.001 (``--momentum`` 0 unless given), batch 16, inputs
-scaled by 1/255, and for the augmented rows ImageDataGenerator's 10% shifts and horizontal flips.
+zero biases, max-pool, dropout after each block and after the dense 128). Training is the seed's:
+SGD lr 0.001 (``--momentum`` 0 unless given), batch 16, inputs scaled by 1/255, and for the
+augmented rows ImageDataGenerator's 10% shifts (sub-pixel, edge pixels repeated) and flips.
 
 The VGG16 row (``export --vgg16``, then ``train --row vgg16_transfer``) trains in Keras what our
 ``experiment=seed/vgg16_transfer`` trains: the export computes, with our code and the ImageNet
@@ -25,8 +24,9 @@ weights of FER_VGG16_WEIGHTS, each image's output of the eleven frozen convoluti
 trains block5_conv2/3 (from the same weights) and the head with Adam's defaults, batch 16.
 ``--head-init`` picks Keras' initialisers for the head or our PyTorch head's.
 
-Either way the checkpoint is the epoch with the best held-out accuracy, scored once on the test
-folder; ``summary.json`` and ``history.csv`` go to ``--out``.
+Either way the checkpoint is the epoch with the best held-out accuracy (``best_epoch`` counts from
+0, as our checkpoint names do), scored once on the test folder; ``summary.json`` and
+``history.csv`` go to ``--out``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ ROWS = {
 }
 FILTERS = (32, 64, 128)
 SPLITS = ("train", "val", "test")
+SCRIPT_DIR = Path(__file__).resolve().parent
 
 
 def export(out: Path, vgg16: bool) -> None:
@@ -63,11 +64,11 @@ def export(out: Path, vgg16: bool) -> None:
     from fer.data.splits import make_splits
     from fer.rundir import git_commit
 
-    data = load_fer2013(os.environ["FER2013_ROOT"], os.environ.get("FER_CACHE_DIR", ".cache/fer"))
+    data = load_fer2013(_environ("FER2013_ROOT", "the FER-2013 zip, folder or csv"), os.environ.get("FER_CACHE_DIR", ".cache/fer"))
     index = make_splits(data, "kaggle", val_fraction=0.1, seed=0)
     arrays = {f"{split}_{kind}": getattr(data, kind)[i] for split, i in index.items() for kind in ("images", "labels")}
     if vgg16:
-        arrays.update(vgg16_prefix(arrays, os.environ["FER_VGG16_WEIGHTS"]))
+        arrays.update(vgg16_prefix(arrays, _environ("FER_VGG16_WEIGHTS", "a torchvision VGG16 state_dict")))
     np.savez(out, commit=np.array(git_commit()), **arrays)
     print(", ".join(f"{split} {len(i)}" for split, i in index.items()), "->", out)
 
@@ -128,7 +129,7 @@ def build_vgg16_top(keras, data: dict[str, np.ndarray], head_init: str):
     return model
 
 
-def build(keras, row: str, dense_bn: bool):
+def build(keras, row: str):
     blocks, batch_norm, dropout, _ = ROWS[row]
     layers = keras.layers
     rates = dropout_rates(dropout, blocks)
@@ -143,8 +144,6 @@ def build(keras, row: str, dense_bn: bool):
             model.add(layers.Dropout(rates[i]))
     model.add(layers.Flatten())
     model.add(layers.Dense(128, activation="relu", kernel_initializer="he_uniform"))
-    if dense_bn:
-        model.add(layers.BatchNormalization())
     if rates[blocks]:
         model.add(layers.Dropout(rates[blocks]))
     model.add(layers.Dense(7, activation="softmax"))
@@ -164,6 +163,8 @@ def train(args: argparse.Namespace) -> None:
         data = {key: split[key] for key in split.files}
     y = {s: keras.utils.to_categorical(data[f"{s}_labels"], 7) for s in SPLITS}
     if args.row == "vgg16_transfer":
+        if "train_features" not in data:
+            sys.exit(f"{args.data} holds no VGG16 features: write it with `export {args.data} --vgg16` first.")
         x = {s: data[f"{s}_features"] for s in SPLITS}
         model = build_vgg16_top(keras, data, args.head_init)
         optimizer = keras.optimizers.Adam()  # Keras' defaults: lr 0.001, eps 1e-7
@@ -173,7 +174,7 @@ def train(args: argparse.Namespace) -> None:
         x = {s: images[s] / 255 for s in ("val", "test")}
         shifts_and_flips = {"width_shift_range": 0.1, "height_shift_range": 0.1, "horizontal_flip": True}
         generator = ImageDataGenerator(rescale=1 / 255, **(shifts_and_flips if ROWS[args.row][3] else {}))
-        model = build(keras, args.row, args.dense_bn)
+        model = build(keras, args.row)
         optimizer = keras.optimizers.SGD(learning_rate=0.001, momentum=args.momentum)
         train_input = {"x": generator.flow(images["train"], y["train"], batch_size=16, shuffle=True, seed=args.seed)}
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
@@ -198,7 +199,7 @@ def train(args: argparse.Namespace) -> None:
     model.set_weights(best.weights)
     test_loss, test_acc = model.evaluate(x["test"], y["test"], batch_size=256, verbose=0)
     summary = {
-        "row": args.row, "momentum": args.momentum, "dense_bn": args.dense_bn, "head_init": args.head_init, "seed": args.seed,
+        "row": args.row, "momentum": args.momentum, "head_init": args.head_init, "seed": args.seed,
         "epochs": args.epochs, "best_epoch": best.epoch, "val_acc": best.accuracy,
         "test_acc": test_acc, "test_loss": test_loss, "test_images": len(x["test"]), "fit_s": round(fit_s, 1),
         "data_commit": str(data["commit"]), "commit": _commit(), "hardware": f"{_cpu()}, {args.threads} threads",
@@ -239,9 +240,19 @@ def plot(keras_run: Path, torch_runs: list[Path], out: Path | None) -> None:
     print(target)
 
 
+def _environ(name: str, what: str) -> str:
+    if not os.environ.get(name):
+        sys.exit(f"Set {name} to {what}.")
+    return os.environ[name]
+
+
 def _commit() -> str:
+    """As fer.rundir.git_commit, which the Keras venv cannot import (it has no torch)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=SCRIPT_DIR).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -264,7 +275,6 @@ def main() -> None:
     fit.add_argument("--row", choices=[*sorted(ROWS), "vgg16_transfer"], required=True)
     fit.add_argument("--epochs", type=int, default=50)
     fit.add_argument("--momentum", type=float, default=0.0)
-    fit.add_argument("--dense-bn", action="store_true")
     fit.add_argument("--head-init", choices=("keras", "torch"), default="keras", help="vgg16_transfer's head")
     fit.add_argument("--seed", type=int, default=42)
     fit.add_argument("--threads", type=int, default=1)
