@@ -88,3 +88,36 @@ def test_no_repeats_no_section(tmp_path: Path) -> None:
     write_run(tmp_path, "only", 42, 0.60)
     assert seed_groups(find_runs([tmp_path])) == []
     assert "## Repeats" not in render(find_runs([tmp_path]))
+
+
+def test_runs_that_read_the_dataset_from_different_places_are_repeats(tmp_path: Path) -> None:
+    write_run(tmp_path, "here", 42, 0.60)
+    elsewhere = write_run(tmp_path, "elsewhere", 1, 0.62)
+    config = yaml.safe_load((elsewhere / "config.yaml").read_text())
+    config["data"]["root"] = "/mnt/datasets/fer2013.zip"
+    (elsewhere / "config.yaml").write_text(yaml.safe_dump(config))
+    groups = seed_groups(find_runs([tmp_path]))
+    assert [[run.path.name for run in group] for group in groups] == [["elsewhere", "here"]]
+
+
+def _row(report: str, run: Path) -> list[str]:
+    line = next(line for line in report.splitlines() if line.endswith(f"`{run}` |"))
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
+def test_a_resumed_run_names_every_start_and_times_only_the_last(tmp_path: Path) -> None:
+    """metrics.json is written by the start that finished: its wall time is that start's alone,
+    so the table must not pass it off as the run's, and must name the commits of all starts."""
+    once = write_run(tmp_path, "once", 42, 0.60)
+    resumed = write_run(tmp_path, "resumed", 1, 0.62, overrides=("resume=true",))
+    starts = [
+        {"started": "2026-12-01T10:00:00+00:00", "resumed_from": None, "commit": "1111111", "hardware": "CPU, 1 threads"},
+        {"started": "2026-12-01T12:00:00+00:00", "resumed_from": "last.ckpt", "commit": "abc1234", "hardware": "CPU, 2 threads"},
+    ]
+    (resumed / "run.json").write_text(json.dumps({"starts": starts}))
+    (once / "run.json").write_text(json.dumps({"starts": starts[1:]}))
+
+    report = render(find_runs([tmp_path]))
+    assert _row(report, once)[-4:-1] == ["1.0 min", "CPU, 2 threads", "abc1234"]
+    assert _row(report, resumed)[-4:-1] == ["1.0 min (the last of 2 starts)", "CPU, 1 threads then CPU, 2 threads", "1111111 then abc1234"]
+    assert [[run.path.name for run in group] for group in seed_groups(find_runs([tmp_path]))] == [["once", "resumed"]]

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from fer.resume import override_key
+from fer.rundir import RUN_FILE
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).
 SEED_TABLE: dict[str, tuple[str, float, float | None]] = {
@@ -41,8 +42,9 @@ SEED_EPOCHS = 50
 # Experiments with the seed's training settings (its table's rows and its optimiser comparison).
 SEED_PREFIX = "seed/"
 # Config entries that say where or how a run ran, not what it trained: runs that differ only in
-# these (and in the seed) are repeats of one recipe.
-RUN_SPECIFIC = ("seed", "resume", "run_name", "ckpt_path", "paths.", "callbacks.progress_bar.")
+# these (and in the seed) are repeats of one recipe. ``data.root`` is where that machine keeps its
+# copy of the dataset.
+RUN_SPECIFIC = ("seed", "resume", "run_name", "ckpt_path", "data.root", "paths.", "callbacks.progress_bar.")
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Run:
     overrides: list[str]
     planned_epochs: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    starts: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, metrics_file: Path) -> Run:
@@ -69,7 +72,9 @@ class Run:
             choices = hydra_cfg["runtime"]["choices"]
             experiment = choices.get("experiment") or f"model={choices.get('model')}"
             overrides = [o for o in hydra_cfg["overrides"]["task"] if not o.startswith("experiment=")]
-        return cls(run_dir, metrics, experiment, overrides, planned, config)
+        run_file = run_dir / RUN_FILE
+        starts = json.loads(run_file.read_text())["starts"] if run_file.is_file() else []
+        return cls(run_dir, metrics, experiment, overrides, planned, config, starts)
 
     @property
     def seed(self) -> Any:
@@ -103,6 +108,18 @@ class Run:
         if self.planned_epochs and epochs < self.planned_epochs:
             return f"{epochs} of {self.planned_epochs}"
         return str(epochs)
+
+    def wall_text(self) -> str:
+        """``metrics.json`` times only the start that finished: a resumed run says so."""
+        minutes = f"{self.metrics['wall_seconds'] / 60:.1f} min"
+        if len(self.starts) > 1:
+            return f"{minutes} (the last of {len(self.starts)} starts)"
+        return minutes
+
+    def started_on(self, key: str) -> str:
+        """The commit or hardware of every start, in order, each once (``then`` between them)."""
+        values = [s[key] for s in self.starts if s.get(key)] or [self.metrics[key]]
+        return " then ".join(dict.fromkeys(values))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -219,7 +236,7 @@ def render(runs: list[Run], notes: str = "") -> str:
             f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {run.test_set_text()} "
             f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
             f"| {m['test']['loss']:.3f} | {_pct(m['test']['f1_macro'])} | {seed_text} "
-            f"| {m['wall_seconds'] / 60:.1f} min | {m['hardware']} | {m['commit']} | `{run.path}` |"
+            f"| {run.wall_text()} | {run.started_on('hardware')} | {run.started_on('commit')} | `{run.path}` |"
         )
     full = {r.experiment for r in runs if r.metrics["epochs"] >= SEED_EPOCHS}
     seed_runs = sorted({r.experiment for r in runs if r.experiment.startswith(SEED_PREFIX)} - set(SEED_TABLE))
