@@ -156,6 +156,7 @@ def train(args: argparse.Namespace) -> None:
     import tf_keras as keras
     from tf_keras.preprocessing.image import ImageDataGenerator
 
+    commit = _commit()  # at the start: the code this run trains with, not the tree at its end
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
@@ -202,7 +203,7 @@ def train(args: argparse.Namespace) -> None:
         "row": args.row, "momentum": args.momentum, "head_init": args.head_init, "seed": args.seed,
         "epochs": args.epochs, "best_epoch": best.epoch, "val_acc": best.accuracy,
         "test_acc": test_acc, "test_loss": test_loss, "test_images": len(x["test"]), "fit_s": round(fit_s, 1),
-        "data_commit": str(data["commit"]), "commit": _commit(), "hardware": f"{_cpu()}, {args.threads} threads",
+        "data_commit": str(data["commit"]), "commit": commit, "hardware": f"{_cpu()}, {args.threads} threads",
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": keras.__version__},
         "command": " ".join(["python", *sys.argv]),
     }
@@ -228,11 +229,12 @@ def plot(keras_run: Path, torch_runs: list[Path], out: Path | None) -> None:
         rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
         val = [(int(r["epoch"]) + 1, float(r["val/acc"])) for r in rows if r.get("val/acc") and r.get("step")]
         loss = [(int(r["epoch"]) + 1, float(r["train/loss"])) for r in rows if r.get("train/loss")]
+        val = [(epoch, acc) for epoch, acc in val if epoch <= loss[-1][0]]  # not the best checkpoint's re-validation
         name = f"PyTorch ({run.parent.name}/{run.name})"
         acc_ax.plot(*zip(*val[: len(epochs)]), "s--", label=name)
         loss_ax.plot(*zip(*loss[: len(epochs)]), "s--", label=name)
     acc_ax.set(xlabel="epoch", ylabel="held-out accuracy", title="held-out 10% of Training")
-    loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss (augmented batches)")
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss (train-mode batches)")
     acc_ax.legend(fontsize=7)
     fig.tight_layout()
     target = out or keras_run / "curves.png"
