@@ -53,6 +53,11 @@ def write_run(
     return run
 
 
+
+def _cells(line: str) -> list[str]:
+    """A markdown table row's cells, stripped."""
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
 def test_seeds_of_one_recipe_are_pooled_and_nothing_else(tmp_path: Path) -> None:
     for name, seed, acc in (("a", 42, 0.60), ("b", 1, 0.62), ("c", 2, 0.64)):
         write_run(tmp_path, name, seed, acc)
@@ -66,7 +71,7 @@ def test_seeds_of_one_recipe_are_pooled_and_nothing_else(tmp_path: Path) -> None
     report = render(find_runs([tmp_path]))
     rows = [line for line in report.split("## Repeats")[1].splitlines() if line.startswith("| improved/vgg3")]
     assert len(rows) == 1
-    cells = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    cells = _cells(rows[0])
     assert cells[4] == "42, 1, 2"
     assert cells[5] == f"{100 * statistics.mean([0.60, 0.62, 0.64]):.2f}% ± 2.00" == "62.00% ± 2.00"
     assert cells[6] == "61.00% ± 2.00"
@@ -101,8 +106,7 @@ def test_runs_that_read_the_dataset_from_different_places_are_repeats(tmp_path: 
 
 
 def _row(report: str, run: Path) -> list[str]:
-    line = next(line for line in report.splitlines() if line.endswith(f"`{run}` |"))
-    return [cell.strip() for cell in line.split("|")[1:-1]]
+    return _cells(next(line for line in report.splitlines() if line.endswith(f"`{run}` |")))
 
 
 def test_a_resumed_run_names_every_start_and_times_only_the_last(tmp_path: Path) -> None:

@@ -227,9 +227,12 @@ def plot(keras_run: Path, torch_runs: list[Path], out: Path | None) -> None:
     loss_ax.plot(epochs, [float(r["loss"]) for r in history], "o-", label=label)
     for run in torch_runs:
         rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
-        val = [(int(r["epoch"]) + 1, float(r["val/acc"])) for r in rows if r.get("val/acc") and r.get("step")]
         loss = [(int(r["epoch"]) + 1, float(r["train/loss"])) for r in rows if r.get("train/loss")]
-        val = [(epoch, acc) for epoch, acc in val if epoch <= loss[-1][0]]  # not the best checkpoint's re-validation
+        last = loss[-1][0]  # after it: the best checkpoint's re-validation, not an epoch
+        val = [
+            (int(r["epoch"]) + 1, float(r["val/acc"]))
+            for r in rows if r.get("val/acc") and r.get("step") and int(r["epoch"]) + 1 <= last
+        ]
         name = f"PyTorch ({run.parent.name}/{run.name})"
         acc_ax.plot(*zip(*val[: len(epochs)]), "s--", label=name)
         loss_ax.plot(*zip(*loss[: len(epochs)]), "s--", label=name)
