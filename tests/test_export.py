@@ -31,7 +31,33 @@ def assert_export_matches(model: FERClassifier, path: Path, fmt: str) -> None:
         logits, probabilities = run_exported(path, fmt, images)
         assert logits.shape == (len(images), len(CLASSES))
         np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4, rtol=0)
-        np.testing.assert_allclose(probabilities, expected.softmax(dim=1).numpy(), atol=1e-5, rtol=0)
+        calibrated = (expected / model.temperature).softmax(dim=1)
+        np.testing.assert_allclose(probabilities, calibrated.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(probabilities.argmax(axis=1), expected.argmax(dim=1).numpy())
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_the_export_applies_the_temperature(model: FERClassifier, tmp_path: Path, fmt: str) -> None:
+    """A calibrated model exports calibrated probabilities: other values than the plain softmax,
+    the same labels, and the temperature in the file's description."""
+    model.temperature = 2.5
+    try:
+        path = export(model, tmp_path / FORMATS[fmt], fmt)
+        assert_export_matches(model, path, fmt)
+        logits, probabilities = run_exported(path, fmt, example_input(model, 4, seed=2))
+    finally:
+        model.temperature = 1.0
+    assert np.abs(probabilities - torch.from_numpy(logits).softmax(dim=1).numpy()).max() > 1e-3
+    assert description(path, fmt)["temperature"] == 2.5
+
+
+def description(path: Path, fmt: str) -> dict:
+    """The metadata an exported file carries (ONNX properties, or TorchScript's extra file)."""
+    if fmt == "onnx":
+        return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    extra = {METADATA_FILE: ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    return json.loads(extra[METADATA_FILE])
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))

@@ -116,3 +116,11 @@ def _net_difference(checkpoint: dict[str, Any], module: nn.Module) -> str:
     keys = sorted(set(trained) | set(wanted))
     differ = [f"model.{k}: checkpoint {trained.get(k)!r}, this run {wanted.get(k)!r}" for k in keys if trained.get(k) != wanted.get(k)]
     return "; ".join(differ) if differ else "same model options, other weights layout"
+
+
+def update_checkpoint(path: str | os.PathLike, **entries: Any) -> None:
+    """Add or replace top-level entries of a checkpoint file (e.g. the calibration fitted after
+    training), rewritten atomically like every checkpoint."""
+    checkpoint = read_checkpoint(path)
+    checkpoint.update(entries)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)

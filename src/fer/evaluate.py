@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: ``python -m fer.evaluate ckpt_path=PATH split=test``.
 
-Writes ``metrics.json`` (the same per-split structure as training) in the run directory.
+Writes ``metrics.json`` (the same per-split structure as training: 95% intervals, ECE before and
+after the checkpoint's temperature), ``predictions.npz`` (per-image logits) and the reliability
+diagram ``plots/reliability_<split>.png`` in the run directory.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.module import FERClassifier
+from fer.plots import plot_reliability
+from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
+from fer.scoring import split_outputs, with_report
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     trainer = build_trainer(cfg, logger=False, callbacks=[])
     trainer.test(model, dataloaders=datamodule.eval_dataloader(cfg.split), verbose=False)
+    predictions = split_outputs(model, datamodule, "test", cfg.split, model.tta)
     metrics = {
         "task": "evaluate",
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
@@ -40,13 +46,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "protocol": cfg.data.get("split", "folder"),
         "split": cfg.split,
         "tta": model.tta,
-        cfg.split: model.results["test"],
+        "temperature": model.temperature,
+        cfg.split: with_report(model.results["test"], predictions, model.temperature),
+        "predictions": PREDICTIONS_FILE,
         "wall_seconds": round(time.time() - started, 1),
         **run_metadata(),
     }
     if isinstance(datamodule, FolderDataModule):
         metrics.update(datamodule.report(model))
+    save_predictions(output_dir, {cfg.split: predictions}, model.temperature)
     write_json(output_dir / METRICS_FILE, metrics)
+    plot_reliability(output_dir)
     log.info("%s accuracy %.4f; wrote %s", cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
     return metrics
 

@@ -6,11 +6,12 @@ The exported graph takes **uint8** grayscale faces ``[B, 1, S, S]`` (``S`` = the
 48x48 -> resized to ``image_size``). The batch size ``B`` is dynamic. Inside it runs
 :meth:`FERClassifier.predict_logits`: the centre crop (or ten crops), uint8 -> float / 255, gray ->
 the net's channels (nets normalise themselves), the network and the checkpoint's test-time
-augmentation; it returns ``logits`` and ``probabilities``, both ``[B, 7]`` in
+augmentation; it returns ``logits`` and ``probabilities`` (calibrated: ``softmax(logits / T)``
+with the checkpoint's temperature, :mod:`fer.calibration`), both ``[B, 7]`` in
 :data:`fer.classes.CLASSES` order. uint8 in means callers never guess a scaling, and it moves 4x
 fewer bytes than float.
 
-The file carries its own description (classes, input spec, tta): ONNX ``metadata_props``, or the
+The file carries its own description (classes, input spec, tta, temperature): ONNX ``metadata_props``, or the
 TorchScript extra file ``fer.json``. Each export is checked by running the file
 (onnxruntime or ``torch.jit.load``) against PyTorch on a batch of another size.
 """
@@ -54,7 +55,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.model.predict_logits(images).float()
-        return logits, logits.softmax(dim=-1)
+        return logits, self.model.probabilities(logits)
 
 
 def metadata(model: FERClassifier, checkpoint: str | None = None) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def metadata(model: FERClassifier, checkpoint: str | None = None) -> dict[str, A
         "outputs": list(OUTPUT_NAMES),
         "input_spec": dict(model.input_spec),
         "tta": model.tta,
+        "temperature": model.temperature,
         "model": model.hparams.net["name"],
         "checkpoint": checkpoint,
     }

@@ -125,7 +125,8 @@ def prepare_faces(faces: Sequence[np.ndarray], input_spec: dict[str, int]) -> to
 
 
 def classify(model: FERClassifier, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Probabilities [N, 7] for prepared inputs, in eval mode with the model's test-time augmentation."""
+    """Calibrated probabilities [N, 7] for prepared inputs (:meth:`FERClassifier.probabilities`),
+    in eval mode with the model's test-time augmentation."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1.")
     was_training = model.training
@@ -133,7 +134,7 @@ def classify(model: FERClassifier, inputs: torch.Tensor, batch_size: int = 256) 
     try:
         with torch.inference_mode():
             chunks = [
-                model.predict_logits(inputs[i : i + batch_size].to(model.device)).float().softmax(dim=-1).cpu()
+                model.probabilities(model.predict_logits(inputs[i : i + batch_size].to(model.device))).cpu()
                 for i in range(0, len(inputs), batch_size)
             ]
     finally:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
 from torch import Tensor
+from pytorch_lightning.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -30,6 +31,7 @@ from fer.models.frozen_cache import FrozenFeatureCache
 
 TTA_MODES = ("none", "flip", "tencrop")
 PER_STEP_SCHEDULERS = ("OneCycleLR",)
+CALIBRATION_KEY = "calibration"
 
 
 def eval_metrics() -> MetricCollection:
@@ -126,6 +128,10 @@ class FERClassifier(pl.LightningModule):
         self.test_metrics = eval_metrics()
         self.val_acc_best = MaxMetric()
         self.results: dict[str, dict[str, Any]] = {}
+        # per-image (logits, labels) of the last validate/test run outside fit, in loader order
+        self.outputs: dict[str, tuple[Tensor, Tensor]] = {}
+        self._collected: list[tuple[Tensor, Tensor]] = []
+        self.temperature = 1.0
         self.net_compiled = False
 
     @classmethod
@@ -141,6 +147,18 @@ class FERClassifier(pl.LightningModule):
             if isinstance(checkpoint_path, (str, os.PathLike)) and "://" not in str(checkpoint_path):
                 read_checkpoint(checkpoint_path)  # a missing, truncated or foreign local file: say so, and how to fix it
             raise
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CALIBRATION_KEY] = {"temperature": self.temperature}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before calibration existed hold none: their temperature is 1."""
+        self.temperature = float(checkpoint.get(CALIBRATION_KEY, {}).get("temperature", 1.0))
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Calibrated class probabilities: ``softmax(logits / temperature)`` (:mod:`fer.calibration`;
+        the temperature is fitted on the validation split after training and kept in the checkpoint)."""
+        return (logits.float() / self.temperature).softmax(dim=-1)
 
     def use_tta(self, tta: str | None) -> None:
         """Score with ``tta`` from now on (an entry point's ``tta=`` option); None keeps the checkpoint's."""
@@ -212,6 +230,13 @@ class FERClassifier(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._use_feature_cache(True)
+        self.temperature = 1.0  # a temperature belongs to the weights it was fitted to
+
+    def on_validation_epoch_start(self) -> None:
+        self._collected = []
+
+    def on_test_epoch_start(self) -> None:
+        self._collected = []
 
     def on_fit_end(self) -> None:
         self._use_feature_cache(False)
@@ -264,6 +289,8 @@ class FERClassifier(pl.LightningModule):
         weight = y.numel() if self.class_weights is None else self.class_weights[y].sum()
         loss_metric.update(self.loss(logits, y), weight=weight)
         metrics.update(logits.float(), y)
+        if not self._fitting:  # validation during fit needs no per-image outputs
+            self._collected.append((logits.detach().float(), y))
 
     def on_validation_epoch_end(self) -> None:
         results = self._log_eval("val", self.val_loss, self.val_metrics)
@@ -283,9 +310,33 @@ class FERClassifier(pl.LightningModule):
         self.log(f"{stage}/acc", results["acc"], prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in results.items() if k not in ("acc", "confusion")})
         self.results[stage] = results
+        if self._collected:
+            self.outputs[stage] = self._gather_outputs()
         metrics.reset()
         loss_metric.reset()
         return results
+
+    @property
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING
+
+    def _gather_outputs(self) -> tuple[Tensor, Tensor]:
+        """This run's per-image (logits, labels) on the CPU, in dataset order. Under DDP every rank
+        scored the strided shard ``rank::world_size`` (``UnrepeatedDistributedSampler``): gather
+        the shards and interleave them back."""
+        logits = torch.cat([chunk for chunk, _ in self._collected]).cpu()
+        labels = torch.cat([chunk for _, chunk in self._collected]).cpu()
+        self._collected = []
+        world = self._trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return logits, labels
+        shards: list[Any] = [None] * world
+        torch.distributed.all_gather_object(shards, (logits, labels))
+        total = sum(len(shard_labels) for _, shard_labels in shards)
+        all_logits, all_labels = torch.empty(total, logits.shape[1]), torch.empty(total, dtype=labels.dtype)
+        for rank, (shard_logits, shard_labels) in enumerate(shards):
+            all_logits[rank::world], all_labels[rank::world] = shard_logits, shard_labels
+        return all_logits, all_labels
 
     def configure_optimizers(self) -> dict[str, Any]:
         options = dict(self.hparams.optimizer)

@@ -26,9 +26,11 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from torch import nn
 
+from fer.calibration import reliability
 from fer.classes import CLASSES
 from fer.data.sources import FERData
 from fer.inference import prepare_faces
+from fer.predictions import PREDICTIONS_FILE, load_predictions
 from fer.rundir import read_metrics
 
 if TYPE_CHECKING:
@@ -282,5 +284,41 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
             confusion = np.asarray(metrics[split]["confusion"])
             written.append(save(confusion_figure(confusion, title=split), out / f"confusion_{split}.png"))
             written.append(save(per_class_figure(confusion, title=split), out / f"per_class_{split}.png"))
+    written += plot_reliability(run_dir)
     log.info("Plots in %s: %s", out, ", ".join(p.name for p in written))
+    return written
+
+
+def reliability_figure(probabilities: dict[str, np.ndarray], labels: np.ndarray, title: str = "") -> Figure:
+    """Accuracy against confidence per bin, one line per set of probabilities (e.g. before and
+    after temperature scaling), each labelled with its ECE; bar heights are the bins' image counts."""
+    figure = new_figure(8.4, 3.6)
+    curve, counts = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    curve.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfectly calibrated")
+    for (name, values), marker in zip(probabilities.items(), "os^"):
+        bins = reliability(values, labels)
+        filled = bins.counts > 0
+        curve.plot(bins.confidence[filled], bins.accuracy[filled], marker=marker, label=f"{name} (ECE {100 * bins.ece:.1f}%)")
+        centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+        counts.step(centres, bins.counts, where="mid", label=name)
+    curve.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title or "reliability")
+    curve.legend(loc="upper left", fontsize=8)
+    counts.set(xlim=(0, 1), xlabel="confidence", ylabel="images", title="images per bin")
+    return figure
+
+
+def plot_reliability(run_dir: str | os.PathLike) -> list[Path]:
+    """``plots/reliability_<split>.png`` for each split in the run's ``predictions.npz``: the raw
+    probabilities and, where the run has a temperature, the calibrated ones."""
+    run_dir = Path(run_dir)
+    if not (run_dir / PREDICTIONS_FILE).is_file():
+        return []
+    splits, temperature = load_predictions(run_dir)
+    written = []
+    for split, outputs in splits.items():
+        sets = {"raw": outputs.probabilities()}
+        if temperature != 1.0:
+            sets[f"T = {temperature:.2f}"] = outputs.probabilities(temperature)
+        title = f"{split} ({len(outputs.labels):,} images, tta={outputs.tta})"
+        written.append(save(reliability_figure(sets, outputs.labels, title), run_dir / PLOTS_DIR / f"reliability_{split}.png"))
     return written

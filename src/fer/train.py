@@ -1,7 +1,9 @@
 """Train a model: ``python -m fer.train model=vgg16 data.augment=true`` (any Hydra overrides).
 
 Fits with checkpoints (best on val accuracy, and last), then scores the best checkpoint on val
-(selection) and test (reported once), and writes ``metrics.json`` beside the resolved
+(selection), fits its temperature on val (:mod:`fer.calibration`, stored in the checkpoint) and
+scores test (reported once), and writes ``metrics.json`` (95% intervals, calibration) and
+``predictions.npz`` (per-image logits, :mod:`fer.predictions`) beside the resolved
 ``config.yaml`` in the run directory. ``resume=true`` with the same overrides continues the run
 from its last checkpoint (:mod:`fer.resume`); ``ckpt_path=PATH`` continues from a given one.
 """
@@ -18,11 +20,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from fer.checkpoints import check_fits, read_checkpoint
+from fer.checkpoints import check_fits, read_checkpoint, update_checkpoint
 from fer.factory import build_datamodule, build_module, build_trainer
+from fer.module import CALIBRATION_KEY
 from fer.plots import plot_run
+from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.resume import checkpoint_to_resume
 from fer.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
+from fer.scoring import calibrate, split_outputs, with_report
 from fer.sweep import in_multirun, run_job
 
 log = logging.getLogger(__name__)
@@ -61,13 +66,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 1),
     }
     trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
-    metrics["val"] = module.results["val"]
+    splits = {"val": split_outputs(module, datamodule, "val", "val", module.val_tta)}
+    metrics["calibration"], fitted_on = calibrate(trainer, module, datamodule, checkpoint or None, splits["val"])
+    if fitted_on is not splits["val"]:
+        splits["calibration"] = fitted_on
+    if checkpoint and trainer.is_global_zero:
+        update_checkpoint(checkpoint, **{CALIBRATION_KEY: metrics["calibration"]})
+    trainer.strategy.barrier()  # every rank's test reloads the checkpoint, temperature included
+    metrics["val"] = with_report(module.results["val"], splits["val"], module.temperature)
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
-        metrics["test"] = module.results["test"]
+        splits["test"] = split_outputs(module, datamodule, "test", "test", module.tta)
+        metrics["test"] = with_report(module.results["test"], splits["test"], module.temperature)
+    metrics["predictions"] = PREDICTIONS_FILE
     metrics["wall_seconds"] = round(time.time() - started, 1)
     metrics.update(metadata)
     if trainer.is_global_zero:
+        save_predictions(output_dir, splits, module.temperature)
         write_json(output_dir / METRICS_FILE, metrics)
         log.info("Wrote %s (test acc %s)", output_dir / METRICS_FILE, metrics.get("test", {}).get("acc"))
         plot_run(output_dir)

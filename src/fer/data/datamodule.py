@@ -196,6 +196,12 @@ class FER2013DataModule(pl.LightningDataModule):
             return self.batch_augment(images), labels
         return batch
 
+    def split_data(self, split: str) -> FERData:
+        """The images of one split (``train``, ``val`` or ``test``) in loader order, names included."""
+        if split not in self.indices:
+            raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
+        return self.data.subset(self.indices[split])
+
     def class_counts(self, split: str = "train") -> list[int]:
         """Images per class in a split, in :data:`fer.classes.CLASSES` order."""
         labels = self.datasets[split].labels

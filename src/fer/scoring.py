@@ -1,0 +1,59 @@
+"""After fit, or for a checkpoint: per-image outputs, the temperature fitted on validation, and
+the numbers with intervals that ``metrics.json`` keeps (shared by ``fer.train`` and ``fer.evaluate``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+
+from fer.calibration import calibration_report, fit_temperature
+from fer.module import FERClassifier
+from fer.predictions import SplitPredictions, score_report
+
+log = logging.getLogger(__name__)
+
+
+def split_outputs(module: FERClassifier, datamodule: Any, stage: str, split: str, tta: str) -> SplitPredictions:
+    """The logits ``module`` collected in its last ``stage`` run, with the ids of ``split``'s images."""
+    logits, labels = module.outputs.pop(stage)
+    data = datamodule.split_data(split)
+    if not np.array_equal(labels.numpy(), data.labels):
+        raise RuntimeError(f"The {split} outputs came back in another order than the {split} split's images: cannot name them.")
+    return SplitPredictions(data.names, labels.numpy(), logits.numpy(), tta)
+
+
+def with_report(results: dict[str, Any], predictions: SplitPredictions, temperature: float) -> dict[str, Any]:
+    """``results`` of one split plus intervals and calibration (:func:`fer.predictions.score_report`)."""
+    return {**results, **score_report(predictions, temperature)}
+
+
+def calibrate(
+    trainer: pl.Trainer, module: FERClassifier, datamodule: Any, checkpoint: str | None, val: SplitPredictions
+) -> tuple[dict[str, Any], SplitPredictions]:
+    """Fit the temperature on the validation split, scored the way test and prediction score
+    (``module.tta``: when validation during fit used another mode, validate once more with it),
+    and set it on ``module``. Returns the calibration entry of ``metrics.json`` and the outputs it
+    was fitted on."""
+    if module.val_tta != module.tta:
+        during_fit, module.val_tta = module.val_tta, module.tta
+        try:
+            trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+        finally:
+            module.val_tta = during_fit
+        val = split_outputs(module, datamodule, "val", "val", module.tta)
+    fitted = fit_temperature(val.logits, val.labels)
+    entry: dict[str, Any] = {"fitted_on": "val", "tta": val.tta, "images": len(val.labels), "acc": float((val.predicted == val.labels).mean())}
+    if fitted is None:
+        log.warning(
+            "No temperature fits the val split (its NLL has no minimum for T in 1/100..100; the model ranks every "
+            "val label first, or none usefully): probabilities stay uncalibrated (T = 1)."
+        )
+        entry["not_fitted"] = "the val NLL has no minimum for T in 1/100..100"
+    module.temperature = fitted or 1.0
+    entry.update(calibration_report(val.logits, val.labels, module.temperature))
+    entry["temperature"] = module.temperature
+    log.info("Temperature %.3f on val (tta=%s): NLL %.4f -> %.4f", module.temperature, val.tta, entry["nll"], entry.get("nll_calibrated", entry["nll"]))
+    return entry, val
