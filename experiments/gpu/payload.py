@@ -6,15 +6,19 @@ to 60 MiB); the host has no copy of the data and no network, and FER-2013's zip 
 the zip travels in parts, one a job, each left in data/gpu/ on the host (ignored files a job
 leaves there stay for the next job while the machine is warm), and the last job joins them and
 checks every part and the whole against the sha256s pinned in git before anything trains.
+The last job also carries .whl/, the wheels of what fer needs and the host lacks (pinned in
+experiments/gpu/wheels.txt, fetched here by fetch_wheels.sh), and installs those not there yet.
 Standard library only: it runs on the host before anything is installed.
 
   split ARCHIVE   here: cut ARCHIVE into data/gpu/part-1, part-2, ... and pin their sizes and
                   sha256s in experiments/gpu/fer2013.parts.json (tracked), then print the plan
   plan            here: the jobs in order, what each carries and the bytes it sends; exit 1 if
-                  one is over 60 MiB or a part to carry is not here
+                  one is over 60 MiB or a part or wheel to carry is not here
   check           on the host: the parts there are intact; says which are still to come
   assemble        on the host: join the parts into data/fer2013.zip, refusing (exit 1, no
                   archive left) if a part is missing, truncated or not the pinned one
+  wheels          on the host: the carried wheels still to install (a pinned version not
+                  importable), one a line; exit 1 naming any of those not in .whl/
 
 experiments/README.md ("The GPU rows") gives the jobs as a session types them.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -34,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "experiments" / "gpu" / "fer2013.parts.json"
 PARTS_DIR = ROOT / "data" / "gpu"
 ARCHIVE = ROOT / "data" / "fer2013.zip"
+WHEELS = ROOT / "experiments" / "gpu" / "wheels.txt"
+WHEELS_DIR = ROOT / ".whl"
 MIB = 2**20
 BUDGET = 60 * MIB  # the host refuses a job over 64 MiB; the rest is margin
 HEADROOM = 8 * MIB  # left free in every job by split's sizing: the tree grows, the last job may carry wheels
@@ -102,22 +109,64 @@ def load(manifest: Path = MANIFEST) -> dict:
     return json.loads(manifest.read_text())
 
 
+def load_wheels(listing: Path = WHEELS) -> list[dict]:
+    """The pinned wheels, one per line of ``listing``: requirement (name==version), wheel file,
+    bytes and sha256 (``sdist:`` and the sdist's where the wheel is built here)."""
+    wheels = []
+    for line in listing.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement, file, size, sha = line.split()
+            name, version = requirement.split("==")
+            wheels.append({"name": name, "version": version, "file": file, "bytes": int(size), "sha256": sha})
+    return wheels
+
+
+def wheels_bytes(wheels: list[dict], wheels_dir: Path = WHEELS_DIR) -> int:
+    """Bytes the carried ``wheels_dir`` sends: what is in it, and for each pinned wheel not there
+    yet the bytes wheels.txt records (so the plan is checked before, or without, fetching them)."""
+    here = path_bytes(wheels_dir) if wheels_dir.is_dir() else 0
+    return here + sum(wheel["bytes"] for wheel in wheels if not (wheels_dir / wheel["file"]).is_file())
+
+
+def to_install(wheels: list[dict], wheels_dir: Path = WHEELS_DIR) -> list[Path]:
+    """The wheels whose pinned version this Python does not import yet (so a rerun on a warm
+    machine installs nothing); PayloadError naming those of them not in ``wheels_dir``."""
+    needed = []
+    for wheel in wheels:
+        try:
+            if importlib.metadata.version(wheel["name"]) == wheel["version"]:
+                continue
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        needed.append(wheels_dir / wheel["file"])
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise PayloadError(
+            f"Missing in {wheels_dir}: {', '.join(missing)}. Fetch them here (experiments/gpu/fetch_wheels.sh) "
+            f"and carry {carried(wheels_dir)} in this job."
+        )
+    return needed
+
+
 def carried(path: Path) -> str:
     """How ``carry`` names a path: relative to the repository root."""
     return os.path.relpath(path, ROOT)
 
 
-def jobs(pinned: dict, parts_dir: Path = PARTS_DIR, also: tuple[Path, ...] = ()) -> list[dict]:
+def jobs(pinned: dict, parts_dir: Path = PARTS_DIR, also: tuple[Path, ...] = (),
+         wheels: list[dict] | None = None, wheels_dir: Path = WHEELS_DIR) -> list[dict]:
     """The GPU plan: one job per part, in order; each but the last checks what has arrived, the
-    last also carries ``also`` (e.g. wheels) and assembles and trains (experiments/gpu/job.sh)."""
+    last also carries ``wheels_dir`` (the pinned ``wheels``, by default wheels.txt's) and ``also``,
+    and installs, assembles and trains (experiments/gpu/job.sh)."""
+    wheels = load_wheels() if wheels is None else wheels
     tree, plan = tree_bytes(), []
     for index, part in enumerate(pinned["parts"], 1):
         last = index == len(pinned["parts"])
-        carry = [parts_dir / part["name"], *(also if last else ())]
+        carry = [parts_dir / part["name"], *((wheels_dir, *also) if last else ())]
         plan.append({
             "job": index,
             "carry": [carried(path) for path in carry],
-            "bytes": tree + part["size"] + sum(path_bytes(path) for path in carry[1:]),
+            "bytes": tree + part["size"] + (wheels_bytes(wheels, wheels_dir) + sum(map(path_bytes, also)) if last else 0),
             "command": "experiments/gpu/job.sh OUT_DIR [overrides ...]" if last else "python3 experiments/gpu/payload.py check",
         })
     return plan
@@ -176,10 +225,11 @@ def assemble(pinned: dict, parts_dir: Path = PARTS_DIR, out: Path = ARCHIVE) -> 
     return out
 
 
-def print_plan(pinned: dict, parts_dir: Path, also: tuple[Path, ...]) -> bool:
-    """Print the jobs; False if one is over BUDGET or a part to carry is not here as pinned."""
+def print_plan(pinned: dict, parts_dir: Path, also: tuple[Path, ...], wheels: list[dict], wheels_dir: Path) -> bool:
+    """Print the jobs; False if one is over BUDGET or a part or wheel to carry is not here as pinned."""
+    absent = [wheel["file"] for wheel in wheels if not (wheels_dir / wheel["file"]).is_file()]
     fits = True
-    for job, part in zip(jobs(pinned, parts_dir, also), pinned["parts"]):
+    for job, part in zip(jobs(pinned, parts_dir, also, wheels, wheels_dir), pinned["parts"]):
         over = job["bytes"] > BUDGET
         print(f"job {job['job']} of {len(pinned['parts'])}: carry={json.dumps(job['carry'])}, "
               f"{job['bytes']:,} bytes ({job['bytes'] / MIB:.1f} MiB of {BUDGET // MIB}){'  OVER' if over else ''}")
@@ -189,13 +239,18 @@ def print_plan(pinned: dict, parts_dir: Path, also: tuple[Path, ...]) -> bool:
         if not here:
             print(f"    {path} is not here as pinned: run `payload.py split ARCHIVE` first")
         fits = fits and here and not over
-    return fits
+    if absent:
+        print(f"    {len(absent)} of the {len(wheels)} pinned wheels are not in {wheels_dir} (counted at the bytes "
+              f"wheels.txt records): run experiments/gpu/fetch_wheels.sh first")
+    return fits and not absent
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, default=MANIFEST, help="the pinned parts (default: %(default)s)")
     parser.add_argument("--parts-dir", type=Path, default=PARTS_DIR, help="where the parts are (default: %(default)s)")
+    parser.add_argument("--wheels", type=Path, default=WHEELS, help="the pinned wheels (default: %(default)s)")
+    parser.add_argument("--wheels-dir", type=Path, default=WHEELS_DIR, help="where the wheels are (default: %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
     split_parser = commands.add_parser("split", help="cut an archive into parts and pin them")
     split_parser.add_argument("archive", type=Path)
@@ -203,17 +258,23 @@ def main() -> int:
     plan_parser = commands.add_parser("plan", help="the jobs, what each carries and sends")
     plan_parser.add_argument("--also", type=Path, action="append", default=[], help="another path the last job carries")
     commands.add_parser("check", help="the parts here are intact")
+    commands.add_parser("wheels", help="the carried wheels still to install")
     assemble_parser = commands.add_parser("assemble", help="join the parts into the checked archive")
     assemble_parser.add_argument("--out", type=Path, default=ARCHIVE, help="(default: %(default)s)")
     args = parser.parse_args()
     try:
+        wheels = load_wheels(args.wheels)
+        if args.command == "wheels":
+            for path in to_install(wheels, args.wheels_dir):
+                print(path)
+            return 0
         if args.command == "split":
             pinned = split(args.archive, args.parts_dir, args.manifest, args.part_bytes)
             print(f"{args.archive} ({pinned['size']:,} bytes, sha256 {pinned['sha256']}) -> {len(pinned['parts'])} parts in {args.parts_dir}, pinned in {args.manifest}")
-            return 0 if print_plan(pinned, args.parts_dir, ()) else 1
+            return 0 if print_plan(pinned, args.parts_dir, (), wheels, args.wheels_dir) else 1
         pinned = load(args.manifest)
         if args.command == "plan":
-            return 0 if print_plan(pinned, args.parts_dir, tuple(args.also)) else 1
+            return 0 if print_plan(pinned, args.parts_dir, tuple(args.also), wheels, args.wheels_dir) else 1
         if args.command == "check":
             here = check(pinned, args.parts_dir)
             to_come = [part["name"] for part in pinned["parts"] if part["name"] not in here]
