@@ -19,7 +19,7 @@ import numpy as np
 
 from fer.calibration import calibration_report, softmax
 from fer.classes import CLASSES
-from fer.stats import bootstrap_intervals, wilson_interval
+from fer.stats import bootstrap_intervals
 
 PREDICTIONS_FILE = "predictions.npz"
 
@@ -71,8 +71,6 @@ def score_report(predictions: SplitPredictions, temperature: float = 1.0) -> dic
     """What ``metrics.json`` adds for a split with saved predictions: 95% intervals for accuracy
     (bootstrap and Wilson) and macro-F1 (bootstrap), and calibration before/after ``temperature``."""
     intervals = bootstrap_intervals(predictions.labels, predictions.predicted)
-    correct = int((predictions.labels == predictions.predicted).sum())
-    intervals["acc_wilson"] = list(wilson_interval(correct, len(predictions.labels)))
     return {"ci95": intervals, "images": len(predictions.labels), **calibration_report(predictions.logits, predictions.labels, temperature)}
 
 

@@ -5,10 +5,11 @@ and most gaps between recipes (and between papers) sit inside that. Everything h
 per-image labels and predictions:
 
 - :func:`bootstrap_intervals`: percentile-bootstrap intervals for accuracy and macro-F1,
-  resampling images. Both scores depend only on the multiset of (label, prediction) pairs, which
-  a confusion matrix holds exactly, so the pairs are put in a canonical order first: the same
-  confusion matrix gives the same interval whether it comes from saved predictions or from an old
-  run's ``metrics.json`` (:func:`pairs_from_confusion`).
+  resampling images. Both scores depend only on the (label, prediction) counts that a confusion
+  matrix holds, and resampling images is drawing those counts from a multinomial
+  (:func:`confusion_bootstrap`): the same confusion matrix gives the same interval whether it
+  comes from saved predictions or from an old run's ``metrics.json``
+  (:func:`intervals_from_confusion`).
 - :func:`wilson_interval`: the closed-form interval for accuracy alone.
 - :func:`paired_difference` and :func:`mcnemar_exact`: two models scored on the same images.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb, sqrt
+from typing import Any
 
 import numpy as np
 
@@ -39,14 +41,6 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def pairs_from_confusion(confusion: np.ndarray | list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """The (label, prediction) pairs a confusion matrix (rows: labels) counts, in canonical order."""
-    confusion = np.asarray(confusion, dtype=np.int64)
-    cells = np.arange(confusion.size)
-    flat = np.repeat(cells, confusion.ravel())
-    return flat // confusion.shape[1], flat % confusion.shape[1]
-
-
 def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
     """Macro-F1 as torchmetrics' ``MulticlassF1Score(average="macro")`` computes it: classes that
     appear neither as a label nor as a prediction are left out of the mean."""
@@ -62,23 +56,36 @@ def bootstrap_intervals(
     num_classes: int = NUM_CLASSES,
 ) -> dict[str, list[float]]:
     """Percentile-bootstrap intervals of accuracy and macro-F1 over images: ``{"acc": [lo, hi],
-    "f1_macro": [lo, hi]}``. Seeded and order-free (see the module docstring)."""
-    labels, predictions = _canonical(np.asarray(labels), np.asarray(predictions), num_classes)
-    if len(labels) == 0:
+    "f1_macro": [lo, hi]}`` (and ``acc_wilson``), seeded; a function of the confusion matrix alone."""
+    labels, predictions = _paired_arrays(labels, predictions)
+    return intervals_from_confusion(_confusions(labels[None], predictions[None], num_classes)[0], resamples, seed, level)
+
+
+def confusion_bootstrap(counts: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Bootstrap resamples of a table of counts [..., cells]: drawing N images with replacement
+    from N (label, prediction) pairs is drawing the table's N counts from a multinomial with the
+    table's proportions. The same distribution as resampling images, and cheap: [R, *counts.shape]."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
         raise ValueError("A bootstrap interval needs at least one image.")
-    index = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
-    resampled_labels, resampled_predictions = labels[index], predictions[index]
-    accuracy = (resampled_labels == resampled_predictions).mean(axis=1)
-    f1 = _macro_f1(_confusions(resampled_labels, resampled_predictions, num_classes))
-    return {"acc": _percentiles(accuracy, level), "f1_macro": _percentiles(f1, level)}
+    draws = np.random.default_rng(seed).multinomial(total, counts.ravel() / total, size=resamples)
+    return draws.reshape(resamples, *counts.shape)
 
 
-def intervals_from_confusion(confusion: np.ndarray | list[list[int]], **options: int) -> dict[str, list[float]]:
-    """:func:`bootstrap_intervals` of the pairs a confusion matrix counts, plus ``acc_wilson``."""
-    labels, predictions = pairs_from_confusion(confusion)
-    intervals = bootstrap_intervals(labels, predictions, num_classes=np.asarray(confusion).shape[0], **options)
-    intervals["acc_wilson"] = list(wilson_interval(int((labels == predictions).sum()), len(labels)))
-    return intervals
+def intervals_from_confusion(
+    confusion: np.ndarray | list[list[int]], resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> dict[str, list[float]]:
+    """:func:`bootstrap_intervals` from a confusion matrix (rows: labels), plus ``acc_wilson``."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = int(confusion.sum())
+    confusions = confusion_bootstrap(confusion, resamples, seed)
+    accuracy = np.trace(confusions, axis1=1, axis2=2) / total
+    return {
+        "acc": _percentiles(accuracy, level),
+        "f1_macro": _percentiles(_macro_f1(confusions), level),
+        "acc_wilson": list(wilson_interval(int(np.trace(confusion)), total)),
+    }
 
 
 @dataclass(frozen=True)
@@ -103,20 +110,43 @@ def paired_difference(
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape or correct_a.ndim != 1 or len(correct_a) == 0:
         raise ValueError(f"Paired scores need one value per image for both models, got shapes {correct_a.shape} and {correct_b.shape}.")
-    gain = correct_b.astype(np.int8) - correct_a.astype(np.int8)
-    index = np.random.default_rng(seed).integers(0, len(gain), size=(resamples, len(gain)))
-    lo, hi = _percentiles(gain[index].mean(axis=1), level)
     only_a, only_b = int((correct_a & ~correct_b).sum()), int((correct_b & ~correct_a).sum())
+    # resampled images fall into four cells; only the two discordant ones move the difference
+    cells = np.array([only_a, only_b, len(correct_a) - only_a - only_b])
+    draws = confusion_bootstrap(cells, resamples, seed)
+    lo, hi = _percentiles((draws[:, 1] - draws[:, 0]) / len(correct_a), level)
     return PairedDifference(
         acc_a=float(correct_a.mean()),
         acc_b=float(correct_b.mean()),
-        difference=float(gain.mean()),
+        difference=(only_b - only_a) / len(correct_a),
         interval=(lo, hi),
         only_a_right=only_a,
         only_b_right=only_b,
         p_value=mcnemar_exact(only_a, only_b),
-        images=len(gain),
+        images=len(correct_a),
     )
+
+
+def paired_f1_difference(
+    labels: np.ndarray,
+    predictions_a: np.ndarray,
+    predictions_b: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    num_classes: int = NUM_CLASSES,
+) -> dict[str, Any]:
+    """Macro-F1 of B minus that of A on the same images, with a paired-bootstrap interval (both
+    models scored on the same resampled images)."""
+    labels, predictions_a, predictions_b = (np.asarray(v, dtype=np.int64) for v in (labels, predictions_a, predictions_b))
+    if not labels.shape == predictions_a.shape == predictions_b.shape or labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"Paired scores need one label and two predictions per image, got {labels.shape}, {predictions_a.shape}, {predictions_b.shape}.")
+    # one table of (label, A's prediction, B's prediction): each resample scores both models on the same images
+    joint = np.bincount((labels * num_classes + predictions_a) * num_classes + predictions_b, minlength=num_classes**3)
+    draws = confusion_bootstrap(joint.reshape(num_classes, num_classes, num_classes), resamples, seed)
+    gains = _macro_f1(draws.sum(axis=2)) - _macro_f1(draws.sum(axis=3))
+    difference = macro_f1(labels, predictions_b, num_classes) - macro_f1(labels, predictions_a, num_classes)
+    return {"difference": difference, "ci95": _percentiles(gains, level)}
 
 
 def mcnemar_exact(only_a_right: int, only_b_right: int) -> float:
@@ -131,11 +161,13 @@ def mcnemar_exact(only_a_right: int, only_b_right: int) -> float:
     return float(min(Fraction(1), 2 * tail))
 
 
-def _canonical(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _paired_arrays(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
     if labels.shape != predictions.shape or labels.ndim != 1:
         raise ValueError(f"Labels and predictions need one value per image, got shapes {labels.shape} and {predictions.shape}.")
-    order = np.argsort(labels.astype(np.int64) * num_classes + predictions, kind="stable")
-    return labels[order].astype(np.int64), predictions[order].astype(np.int64)
+    if len(labels) == 0:
+        raise ValueError("A bootstrap interval needs at least one image.")
+    return labels, predictions
 
 
 def _confusions(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
