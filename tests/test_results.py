@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from fer.results import find_runs, render, seed_groups
@@ -125,3 +126,22 @@ def test_a_resumed_run_names_every_start_and_times_only_the_last(tmp_path: Path)
     assert _row(report, once)[-4:-1] == ["1.0 min", "CPU, 2 threads", "abc1234"]
     assert _row(report, resumed)[-4:-1] == ["1.0 min (the last of 2 starts)", "CPU, 1 threads then CPU, 2 threads", "1111111 then abc1234"]
     assert [[run.path.name for run in group] for group in seed_groups(find_runs([tmp_path]))] == [["once", "resumed"]]
+
+
+def test_every_row_prints_95_percent_intervals_from_its_confusion_matrix(tmp_path: Path) -> None:
+    """Old runs have no per-image predictions, but their confusion matrix fixes accuracy and
+    macro-F1 of every bootstrap resample: their intervals are printed like the new runs'."""
+    run = write_run(tmp_path, "old", 42, 0.60)
+    metrics = json.loads((run / "metrics.json").read_text())
+    confusion = [[0] * 7 for _ in range(7)]
+    confusion[3][3], confusion[3][4], confusion[4][4] = 50, 40, 10  # 60 of 100 right
+    metrics["test"].update(confusion=confusion, ece=0.081, ece_calibrated=0.012)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    cells = _row(render(find_runs([tmp_path])), run)
+    header = _cells(next(line for line in render(find_runs([tmp_path])).splitlines() if line.startswith("| experiment | overrides | model")))
+    accuracy = cells[header.index("test acc (95% CI)")]
+    low, high = (float(v) for v in accuracy.removeprefix("60.00% (").removesuffix(")").split("-"))
+    assert (low, high) == pytest.approx((50.2, 69.1), abs=1.0)  # Wilson's 95% for 60 of 100: 50.2-69.1
+    assert cells[header.index("test macro-F1 (95% CI)")].startswith("50.00% (")
+    assert cells[header.index("test ECE (raw -> T)")] == "8.1% -> 1.2%"
+    assert render(find_runs([tmp_path])) == render(find_runs([tmp_path]))  # seeded

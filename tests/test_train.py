@@ -122,7 +122,9 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
     for row in rows:
         saved = json.loads((Path(row[-1].strip("`")) / "metrics.json").read_text())
         assert row[3:6] == ["official", f"PrivateTest ({2 * len(CLASSES)})", "1"]
-        assert row[7] == f"{100 * saved['test']['acc']:.2f}%" and row[13] == saved["commit"]
+        low, high = (100 * v for v in saved["test"]["ci95"]["acc"])  # the table's interval is the run's own
+        assert row[7] == f"{100 * saved['test']['acc']:.2f}% ({low:.2f}-{high:.2f})" and row[14] == saved["commit"]
+        assert row[10] == f"{100 * saved['test']['ece']:.1f}%" + (f" -> {100 * saved['test']['ece_calibrated']:.1f}%" if "ece_calibrated" in saved["test"] else "")
 
 
 @pytest.mark.parametrize(

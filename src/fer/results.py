@@ -19,6 +19,7 @@ import yaml
 
 from fer.resume import override_key
 from fer.rundir import RUN_FILE
+from fer.stats import intervals_from_confusion
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).
 SEED_TABLE: dict[str, tuple[str, float, float | None]] = {
@@ -212,6 +213,19 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
+def with_interval(scores: dict[str, Any], name: str) -> str:
+    """``66.73% (65.19-68.26)``: a score and its 95% bootstrap interval, from the confusion matrix."""
+    low, high = intervals_from_confusion(scores["confusion"])[name]
+    return f"{100 * scores[name]:.2f}% ({100 * low:.2f}-{100 * high:.2f})"
+
+
+def ece_text(scores: dict[str, Any]) -> str:
+    if "ece" not in scores:
+        return "–"
+    calibrated = f" -> {100 * scores['ece_calibrated']:.1f}%" if "ece_calibrated" in scores else ""
+    return f"{100 * scores['ece']:.1f}%{calibrated}"
+
+
 def render(runs: list[Run], notes: str = "") -> str:
     """The markdown report: one row per run, the seed rows not yet run at full length, then
     ``notes`` (hand-written context, e.g. what shared the machine during a run)."""
@@ -223,9 +237,17 @@ def render(runs: list[Run], notes: str = "") -> str:
         "on PublicTest and reports PrivateTest; `kaggle` (the seed's) selects on a stratified 10% of "
         "Training and reports the whole 7,178-image test/ folder.",
         "",
-        "| experiment | overrides | model | protocol | test set | epochs | val acc | test acc | test loss | test macro-F1 "
-        "| seed's number (same row) | wall time | hardware | commit | run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "95% CI: percentile bootstrap over the test images (2,000 resamples, seed 0: "
+        "`fer.stats.intervals_from_confusion`). Accuracy and macro-F1 depend only on the counts of "
+        "(label, prediction) pairs, which each run's confusion matrix holds, so every row has them, "
+        "runs made before per-image predictions were saved included; they equal the `ci95` in the "
+        "`metrics.json` of runs that have one. ECE: expected calibration error of the test "
+        "probabilities (15 bins), raw -> after the temperature fitted on val (runs with `predictions.npz`; "
+        "`python -m fer.compare A B` compares two of those image by image).",
+        "",
+        "| experiment | overrides | model | protocol | test set | epochs | val acc | test acc (95% CI) | test loss "
+        "| test macro-F1 (95% CI) | test ECE (raw -> T) | seed's number (same row) | wall time | hardware | commit | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in sorted(runs, key=lambda r: r.experiment):
         m = run.metrics
@@ -234,8 +256,8 @@ def render(runs: list[Run], notes: str = "") -> str:
         overrides = " ".join(f"`{o}`" for o in run.overrides) or "–"
         lines.append(
             f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {run.test_set_text()} "
-            f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {_pct(m['test']['acc'])} "
-            f"| {m['test']['loss']:.3f} | {_pct(m['test']['f1_macro'])} | {seed_text} "
+            f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {with_interval(m['test'], 'acc')} "
+            f"| {m['test']['loss']:.3f} | {with_interval(m['test'], 'f1_macro')} | {ece_text(m['test'])} | {seed_text} "
             f"| {run.wall_text()} | {run.started_on('hardware')} | {run.started_on('commit')} | `{run.path}` |"
         )
     full = {r.experiment for r in runs if r.metrics["epochs"] >= SEED_EPOCHS}
