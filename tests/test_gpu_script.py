@@ -57,7 +57,11 @@ def test_the_script_probes_sizes_the_runs_and_ensembles_them(tmp_path: Path, fer
     for split in ("val", "test"):
         ensemble = json.loads((out / f"ensemble_{split}" / "metrics.json").read_text())
         assert len(ensemble["members"]) == 2 and ensemble["tta"] == "tencrop"
-    assert "ensemble of 2: PrivateTest" in result.stdout
+    assert "ensemble of 2: PrivateTest" in result.stdout and "(95% CI " in result.stdout
+    for seed in (1, 2):
+        run = json.loads((out / "runs" / f"seed{seed}" / "metrics.json").read_text())
+        assert "ci95" in run["test"] and "temperature" in run["calibration"]
+        assert (out / "runs" / f"seed{seed}" / "predictions.npz").is_file()  # fer.compare and run_dirs ensembles need no GPU
 
 
 def test_the_script_stops_at_the_warm_up_when_a_run_cannot_start(tmp_path: Path, fer_zip: Path) -> None:

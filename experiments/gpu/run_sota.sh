@@ -105,12 +105,19 @@ wait "$val" && wait "$test" || { echo "An ensemble failed: its output is above."
 import json, sys
 from pathlib import Path
 
+def score(scores):
+    """Accuracy with its 95% bootstrap interval, and the ECE before -> after temperature scaling."""
+    low, high = scores["ci95"]["acc"]
+    ece = f", ECE {scores['ece']:.1%}" + (f" -> {scores['ece_calibrated']:.1%}" if "ece_calibrated" in scores else "")
+    return f"{scores['acc']:.2%} (95% CI {low:.2%}-{high:.2%}{ece})"
+
+
 out = Path(sys.argv[1])
 for run in sorted((out / "runs").glob("seed*")):
     m = json.loads((run / "metrics.json").read_text())
-    print(f"{run.name}: PrivateTest {m['test']['acc']:.2%}, PublicTest {m['val']['acc']:.2%}, {m['epochs']} epochs, {m['wall_seconds']:.0f} s")
+    print(f"{run.name}: PrivateTest {score(m['test'])}, PublicTest {m['val']['acc']:.2%}, {m['epochs']} epochs, {m['wall_seconds']:.0f} s")
 for split, name in (("val", "PublicTest"), ("test", "PrivateTest")):
     m = json.loads((out / f"ensemble_{split}" / "metrics.json").read_text())
-    print(f"ensemble of {len(m['members'])}: {name} {m[split]['acc']:.2%}")
+    print(f"ensemble of {len(m['members'])}: {name} {score(m[split])}")
 EOF
 echo "[$(date -u +%T)] done in $(($(date +%s) - started)) s; copy $OUT/runs/* and $OUT/ensemble_* into experiments/runs/"
