@@ -40,6 +40,8 @@ def test_train_saves_predictions_intervals_and_a_temperature_in_the_best_checkpo
         assert scores["ci95"]["acc"] == bootstrap_intervals(outputs.labels, outputs.predicted)["acc"]
         assert scores["ci95"]["acc"][0] <= scores["acc"] <= scores["ci95"]["acc"][1]
         assert {"ece", "ece_calibrated", "nll", "nll_calibrated", "images"} <= set(scores)
+        # the scores and the saved logits are of the same pass: its loss is their NLL (no label smoothing here)
+        assert scores["loss"] == pytest.approx(scores["nll"], abs=1e-5)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test"]["ci95"] == metrics["test"]["ci95"] and saved["predictions"] == PREDICTIONS_FILE
     best = read_checkpoint(metrics["best_checkpoint"])

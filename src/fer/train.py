@@ -66,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 1),
     }
     trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
+    val_results = module.results["val"]  # calibrate() may validate again, with the test-time augmentation
     splits = {"val": split_outputs(module, datamodule, "val", "val", module.val_tta)}
     metrics["calibration"], fitted_on = calibrate(trainer, module, datamodule, checkpoint or None, splits["val"])
     if fitted_on is not splits["val"]:
@@ -73,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint and trainer.is_global_zero:
         update_checkpoint(checkpoint, **{CALIBRATION_KEY: metrics["calibration"]})
     trainer.strategy.barrier()  # every rank's test reloads the checkpoint, temperature included
-    metrics["val"] = with_report(module.results["val"], splits["val"], module.temperature)
+    metrics["val"] = with_report(val_results, splits["val"], module.temperature)
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
         splits["test"] = split_outputs(module, datamodule, "test", "test", module.tta)
