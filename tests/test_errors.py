@@ -4,7 +4,10 @@ to fix it (the table in docs/errors.md quotes these messages)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,8 +21,10 @@ from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixtu
 
 from fer import load_model
 from fer.checkpoints import CheckpointError
+from fer.classes import class_index
+from fer.cli import expected_error
 from fer.data import DatasetError
-from fer.data.sources import load_fer2013
+from fer.data.sources import load_fer2013, locate
 from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.export import main_export
@@ -257,3 +262,61 @@ def test_blurred_copy_of_the_dataset(make_cfg, folder_copy: Path) -> None:
     _train_fails(make_cfg, DatasetError, r"look blurred: their median sharpness .* get the dataset from its source", f"data.root={folder_copy}")
     metrics = train(make_cfg("model=vgg1", "test=false", f"data.root={folder_copy}", "data.min_sharpness=0"))
     assert "val" in metrics
+
+
+def _command(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m fer.<args>`` as a user types it, in a scratch folder (its logs/ lands there)."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_an_expected_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    """A new user's first command without the dataset: the message and its fix, not a traceback;
+    HYDRA_FULL_ERROR=1 brings the traceback back."""
+    missing = tmp_path / "nowhere"
+    result = _command(tmp_path, "fer.train", f"data.root={missing}", HYDRA_FULL_ERROR="0")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 2, result.stderr  # Lightning's "Seed set to 42" may come first
+    assert lines[-1].startswith(f"fer.train: DatasetError: FER-2013 not found at {missing}. Download FER-2013 from https://www.kaggle.com/")
+    assert lines[-1].endswith("then set data.root=PATH or the FER2013_ROOT environment variable.")
+
+    full = _command(tmp_path, "fer.train", f"data.root={missing}", HYDRA_FULL_ERROR="1")
+    assert full.returncode == 1
+    assert "Traceback (most recent call last)" in full.stderr and "in locate" in full.stderr
+    assert f"DatasetError: FER-2013 not found at {missing}" in full.stderr
+
+
+def test_a_constructor_error_is_the_projects_message_not_hydras(fer_zip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Hydra wraps what the DataModule raises in an InstantiationException; the command shows the
+    ValueError inside it."""
+    args = cli_overrides(fer_zip, tmp_path, "data.on_device=true", "data.num_workers=2")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    assert run_cli(main, args, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "fer.train: ValueError: data.on_device=true indexes the images where the model runs" in err
+    assert "needs data.num_workers=0 (got 2)" in err
+    assert "Error in call to target" not in err and "Traceback" not in err
+
+
+def test_only_the_projects_own_errors_count_as_expected() -> None:
+    """A ValueError that fer's validation raises is the user's to fix; one from inside a library
+    (or anything else) is a bug and keeps its traceback."""
+    try:
+        class_index("smiling")
+    except ValueError as error:
+        assert expected_error(error) is error
+    try:
+        np.asarray(["x"], dtype=np.int64)
+    except ValueError as error:
+        assert expected_error(error) is None
+    try:
+        try:
+            locate("/nonexistent")
+        except DatasetError as cause:
+            raise InstantiationException("Error in call to target 'fer.data.FER2013DataModule'") from cause
+    except InstantiationException as error:
+        assert isinstance(expected_error(error), DatasetError)
+    assert expected_error(RuntimeError("a bug")) is None

@@ -70,10 +70,10 @@ def test_multirun_reports_a_failed_job_finishes_the_others_and_resumes(fer_zip: 
     resumed = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [j.get("val") for j in resumed] == [j.get("val") for j in summary]
 
-    # the same bad value in a single run is not caught: the command fails with the traceback
+    # the same bad value in a single run fails the command: one line (fer.cli), exit code 2
     capsys.readouterr()
-    assert run_cli(main, cli_overrides(fer_zip, tmp_path, "model.dropout=bogus"), monkeypatch) == 1
-    assert "model.dropout='bogus' must be one of" in capsys.readouterr().err
+    assert run_cli(main, cli_overrides(fer_zip, tmp_path, "model.dropout=bogus"), monkeypatch) == 2
+    assert "fer.train: ValueError: model.dropout='bogus' must be one of" in capsys.readouterr().err
 
 
 def test_optuna_search_runs_two_trials(fer_zip: Path, tmp_path: Path, monkeypatch) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fer import load_model
+from fer.cli import entry_point
 from fer.data import FER2013DataModule
 from fer.data.folder import FolderDataModule
 from fer.data.sources import FERData
@@ -64,9 +64,7 @@ def analyze(cfg: DictConfig) -> list[Path]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="analyze")
-def main(cfg: DictConfig) -> None:
-    analyze(cfg)
+main = entry_point("analyze", "analyze", analyze)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from fer.classes import CLASSES
+from fer.cli import entry_point
 from fer.data.quality import REAL_MEDIAN_SHARPNESS, sharpness
 from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import image_hashes
@@ -137,8 +137,8 @@ def to_markdown(report: dict[str, Any], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="audit")
-def main(cfg: DictConfig) -> None:
+def audit_dataset(cfg: DictConfig) -> dict[str, Any]:
+    """Audit ``cfg.data.root`` and write ``audit.json`` and ``audit.md`` in the run directory."""
     data = load_fer2013(cfg.data.root, cfg.data.cache_dir)
     report = audit(data, cfg.blank_std)
     output_dir = Path(cfg.paths.output_dir)
@@ -149,6 +149,10 @@ def main(cfg: DictConfig) -> None:
         report["exact_duplicates"]["groups"], report["exact_duplicates"]["groups_across_splits"],
         report["near_duplicates_not_exact"]["groups"], report["blank_or_constant"]["count"], output_dir / "audit.md",
     )
+    return report
+
+
+main = entry_point("audit", "audit", audit_dataset)
 
 
 if __name__ == "__main__":

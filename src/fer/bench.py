@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.hardware import autocast_for
 from fer.module import FERClassifier
@@ -172,9 +172,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    bench(cfg)
+main = entry_point("bench", "bench", bench)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fer.cli import entry_point
 from fer.factory import build_datamodule
 from fer.hardware import autocast_for, resolve_precision
 from fer.module import FERClassifier, eval_metrics, summarise
@@ -131,9 +131,7 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="ensemble")
-def main(cfg: DictConfig) -> None:
-    ensemble(cfg)
+main = entry_point("ensemble", "ensemble", ensemble)
 
 
 if __name__ == "__main__":

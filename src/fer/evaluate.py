@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from fer.cli import entry_point
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.module import FERClassifier
@@ -61,9 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+main = entry_point("evaluate", "eval", evaluate)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -32,6 +31,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
+from fer.cli import entry_point
 from fer.classes import CLASSES
 from fer.module import FERClassifier
 from fer.rundir import save_config
@@ -161,9 +161,7 @@ def main_export(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    main_export(cfg)
+main = entry_point("export", "export", main_export)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from fer.cli import entry_point
 from fer.classes import CLASSES
 from fer.faces import FaceDetector
 from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
@@ -190,9 +190,7 @@ def _unique(path: Path, taken: set[Path]) -> Path:
     return candidate
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    predict(cfg)
+main = entry_point("predict", "predict", predict)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Hydra's BasicSweeper re-raises the first failed job once its batch has run, which aborts the sweep
 before ``on_multirun_end`` (and the Optuna sweeper stops the study). So :func:`run_job` catches a
 job's exception, logs its traceback, writes ``failure.json`` in the job directory and returns
-None; a single run is not wrapped and still exits non-zero with the traceback. The Hydra callback
+None (:mod:`fer.cli` runs every multirun job through it); a single run is not wrapped and fails
+the command (:mod:`fer.cli`: one line and exit code 2 for the project's own errors, the traceback
+for anything else). The Hydra callback
 :class:`SweepSummary` (configured in ``conf/hydra/default.yaml``) then writes ``summary.json`` and
 ``summary.md`` in the sweep directory: every job, succeeded with its metrics or failed with why.
 It reads the job directories, so it works the same for jobs run elsewhere (SLURM).

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from fer.checkpoints import check_fits, read_checkpoint, update_checkpoint
+from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.module import CALIBRATION_KEY
 from fer.plots import plot_run
@@ -28,7 +28,6 @@ from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.resume import checkpoint_to_resume
 from fer.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
 from fer.scoring import calibrate, split_outputs, with_report
-from fer.sweep import in_multirun, run_job
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +89,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="pkg://fer.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val accuracy for sweepers (e.g. Optuna). In a multirun a failed
-    job is recorded and returns None so that the sweep goes on (:mod:`fer.sweep`)."""
-    if in_multirun():
-        return run_job(lambda: train(cfg)["val"]["acc"], cfg.paths.output_dir)
+def val_accuracy(cfg: DictConfig) -> float:
+    """Train and return val accuracy, what a sweeper (e.g. Optuna) maximises."""
     return train(cfg)["val"]["acc"]
+
+
+main = entry_point("train", "train", val_accuracy)
 
 
 if __name__ == "__main__":
