@@ -29,6 +29,7 @@ from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.export import main_export
 from fer.module import FERClassifier
+from fer.plots import plot_run
 from fer.predict import predict
 from fer.train import main, train
 
@@ -320,3 +321,16 @@ def test_only_the_projects_own_errors_count_as_expected() -> None:
     except InstantiationException as error:
         assert isinstance(expected_error(error), DatasetError)
     assert expected_error(RuntimeError("a bug")) is None
+
+
+def test_a_run_without_epochs_writes_its_metrics_and_warns_about_the_curves(make_cfg, tmp_path: Path, monkeypatch, caplog) -> None:
+    """trainer.max_epochs=0 (score the initial weights) has no learning curve to draw: a warning,
+    and the other plots and the metrics are written."""
+    monkeypatch.setattr("fer.train.plot_run", plot_run)  # this test is about the plots
+    with caplog.at_level(logging.WARNING, logger="fer.plots"):
+        metrics = train(make_cfg("model=vgg1", "trainer.max_epochs=0"))
+    assert metrics["epochs"] == 0 and (tmp_path / "run" / "metrics.json").is_file()
+    assert "No plots/learning_curves.png: the run trained no epoch (trainer.max_epochs=0?)" in caplog.text
+    plots = tmp_path / "run" / "plots"
+    assert (plots / "confusion_test.png").is_file() and (plots / "reliability_val.png").is_file()
+    assert not (plots / "learning_curves.png").exists()

@@ -13,7 +13,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,11 @@ PLOTS_DIR = "plots"
 # where conf/logger/csv.yaml makes Lightning's CSVLogger write, relative to the run directory
 METRICS_CSV = Path("csv") / "metrics.csv"
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
+
+
+class PlotError(ValueError):
+    """The run holds nothing a figure can show (e.g. no trained epoch): :func:`plot_run` and
+    :func:`plot_reliability` warn and leave that figure out, and the run stands."""
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -138,7 +143,7 @@ def read_learning_curves(path: str | os.PathLike) -> dict[str, dict[int, float]]
 def learning_curves_figure(curves: dict[str, dict[int, float]], title: str = "") -> Figure:
     """Loss and accuracy per epoch, train and val."""
     if not any(curves.values()):
-        raise ValueError("The learning curves are empty: the run logged no train/ or val/ epoch metrics.")
+        raise PlotError("the run trained no epoch (trainer.max_epochs=0?) or logged no train/ or val/ epoch metrics")
     figure = new_figure(11, 4.2)
     for index, metric in enumerate(("loss", "acc")):
         axes = figure.add_subplot(1, 2, index + 1)
@@ -276,7 +281,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     written = []
     if (run_dir / METRICS_CSV).is_file():
         curves = read_learning_curves(run_dir / METRICS_CSV)
-        written.append(save(learning_curves_figure(curves), out / "learning_curves.png"))
+        written += _draw(lambda: learning_curves_figure(curves), out / "learning_curves.png")
     elif metrics.get("task") == "train":
         log.warning("No %s (the CSV logger was off; use logger=csv or logger=many): no learning curves.", run_dir / METRICS_CSV)
     for split in ("train", "val", "test"):
@@ -292,6 +297,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 def reliability_figure(probabilities: dict[str, np.ndarray], labels: np.ndarray, title: str = "") -> Figure:
     """Accuracy against confidence per bin, one line per set of probabilities (e.g. before and
     after temperature scaling), each labelled with its ECE; bar heights are the bins' image counts."""
+    if len(labels) == 0:
+        raise PlotError("the split has no images")
     figure = new_figure(8.4, 3.6)
     curve, counts = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     curve.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfectly calibrated")
@@ -320,5 +327,16 @@ def plot_reliability(run_dir: str | os.PathLike) -> list[Path]:
         if temperature != 1.0:
             sets[f"T = {temperature:.2f}"] = outputs.probabilities(temperature)
         title = f"{split} ({len(outputs.labels):,} images, tta={outputs.tta})"
-        written.append(save(reliability_figure(sets, outputs.labels, title), run_dir / PLOTS_DIR / f"reliability_{split}.png"))
+        written += _draw(lambda: reliability_figure(sets, outputs.labels, title), run_dir / PLOTS_DIR / f"reliability_{split}.png")
     return written
+
+
+def _draw(figure: Callable[[], Figure], path: Path) -> list[Path]:
+    """``[path]`` of the saved figure, or ``[]`` with a warning naming it when there is nothing to
+    draw: a run's metrics matter more than one of its pictures."""
+    try:
+        drawn = figure()
+    except PlotError as error:
+        log.warning("No %s: %s.", path.relative_to(path.parent.parent), error)
+        return []
+    return [save(drawn, path)]
