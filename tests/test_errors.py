@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from PIL import Image, ImageFilter
 from conftest import compose_config
 from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
+import fer.conf
 from fer import load_model
 from fer.checkpoints import CheckpointError
 from fer.classes import class_index
@@ -28,10 +30,13 @@ from fer.data.sources import load_fer2013, locate
 from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.export import main_export
+from fer.factory import build_datamodule
 from fer.module import FERClassifier
 from fer.plots import plot_run
 from fer.predict import predict
 from fer.train import main, train
+
+CONF = Path(fer.conf.__file__).parent
 
 pytestmark = pytest.mark.usefixtures("skip_plots")
 
@@ -334,3 +339,15 @@ def test_a_run_without_epochs_writes_its_metrics_and_warns_about_the_curves(make
     plots = tmp_path / "run" / "plots"
     assert (plots / "confusion_test.png").is_file() and (plots / "reliability_val.png").is_file()
     assert not (plots / "learning_curves.png").exists()
+
+
+@pytest.mark.parametrize("doc", [CONF / "data" / "folder.yaml", CONF.parent / "README.md"], ids=lambda p: p.name)
+def test_label_map_override_in_the_documented_form(doc: Path) -> None:
+    """``data=folder 'data.label_map={AN: angry, ...}'`` as conf/data/folder.yaml and the README
+    show it, no ``++``."""
+    documented = re.search(r"'(data\.label_map=\{[^']*\})'", doc.read_text())
+    assert documented, f"{doc} no longer shows the label_map override"
+    cfg = compose_config(["data=folder", "data.root=faces", "ckpt_path=x.ckpt", documented.group(1)], "eval")
+    assert cfg.data.label_map["AN"] == "angry" and cfg.data.label_map["HA"] == "happy"
+    assert build_datamodule(cfg).label_map["AN"] == "angry"
+    assert compose_config(["data=folder", "data.root=faces", "ckpt_path=x.ckpt"], "eval").data.label_map is None
