@@ -351,3 +351,20 @@ def test_label_map_override_in_the_documented_form(doc: Path) -> None:
     assert cfg.data.label_map["AN"] == "angry" and cfg.data.label_map["HA"] == "happy"
     assert build_datamodule(cfg).label_map["AN"] == "angry"
     assert compose_config(["data=folder", "data.root=faces", "ckpt_path=x.ckpt"], "eval").data.label_map is None
+
+
+def test_a_root_one_level_above_the_dataset_names_where_it_is(make_cfg, fer_folder: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """An extracted copy (or a zip) in a folder under data.root is named, with the data.root to pass,
+    not taken silently and not refused without saying where it is."""
+    shutil.copytree(fer_folder, tmp_path / "downloads" / "fer2013")
+    _train_fails(
+        make_cfg, DatasetError,
+        rf"downloads holds no FER-2013 itself; one folder down it has {re.escape(str(tmp_path / 'downloads' / 'fer2013' / 'train'))}\. "
+        rf"Pass data\.root={re.escape(str(tmp_path / 'downloads' / 'fer2013'))} \(or set FER2013_ROOT to it\)",
+        f"data.root={tmp_path / 'downloads'}",
+    )
+    (tmp_path / "zips" / "kaggle").mkdir(parents=True)
+    shutil.copy(fer_zip, tmp_path / "zips" / "kaggle" / "fer2013.zip")
+    _train_fails(
+        make_cfg, DatasetError, r"one folder down it has .*/zips/kaggle/fer2013\.zip\. Pass data\.root=.*/zips/kaggle ", f"data.root={tmp_path / 'zips'}"
+    )

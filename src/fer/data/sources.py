@@ -38,6 +38,8 @@ _LAYOUT = (
     "FER-2013's Kaggle layout is train/<class>/Training_*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg "
     "(test/ gives the val and test splits)"
 )
+# files a data.root folder may hold the dataset as (fer2013/fer2013.csv: the ICML tarball, extracted)
+CANDIDATES = ("fer2013.zip", "fer2013.csv", "fer2013/fer2013.csv", "archive.zip")
 CACHE_VERSION = 2
 HOW_TO_GET = (
     "Download FER-2013 from https://www.kaggle.com/datasets/msambare/fer2013 (the zip, or its "
@@ -85,13 +87,34 @@ def locate(root: str | os.PathLike) -> Path:
         return path
     if (path / "train").is_dir():
         return path
-    for candidate in ("fer2013.zip", "fer2013.csv", "fer2013/fer2013.csv", "archive.zip"):
+    for candidate in CANDIDATES:
         if (path / candidate).is_file():
             return path / candidate
+    nested = _nested_copies(path)
+    if nested:
+        folders = dict.fromkeys(folder for folder, _ in nested)
+        raise DatasetError(
+            f"{path} holds no FER-2013 itself; one folder down it has {', '.join(str(found) for _, found in nested)}. "
+            f"Pass {' or '.join(f'data.root={folder}' for folder in folders)} (or set FER2013_ROOT to it)."
+        )
     raise DatasetError(
         f"{path} holds no FER-2013: expected train/<class>/*.jpg and test/<class>/*.jpg, "
         f"fer2013.zip or fer2013.csv there. {HOW_TO_GET}"
     )
+
+
+def _nested_copies(path: Path) -> list[tuple[Path, Path]]:
+    """(folder, what is in it) for each folder directly under ``path`` that :func:`locate` would
+    accept: a root one level too high is named, not silently taken (which of several copies?)."""
+    found = []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            if (folder / "train").is_dir():
+                found.append((folder, folder / "train"))
+            found += [(folder, folder / c) for c in CANDIDATES if (folder / c).is_file()]
+        except PermissionError:  # someone else's folder under a shared root holds nothing of ours
+            continue
+    return found
 
 
 def read_source(path: Path) -> FERData:
