@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from conftest import fast_overrides
+from hydra.core.global_hydra import GlobalHydra
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 SLOW_ENV = "FER_TEST_SLOW_SECONDS"

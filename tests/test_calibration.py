@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_face
 
 from fer import FERClassifier
 from fer.calibration import calibration_report, fit_temperature, nll, reliability, softmax
 from fer.checkpoints import read_checkpoint, update_checkpoint
 from fer.module import CALIBRATION_KEY
-
-from conftest import synthetic_face
 
 
 def test_ece_of_a_hand_made_case() -> None:

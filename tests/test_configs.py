@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_object

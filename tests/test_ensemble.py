@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
-
 from conftest import compose_config
+from omegaconf import DictConfig, open_dict
 
 import fer.ensemble
 from fer.ensemble import ensemble

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from hydra.errors import InstantiationException
 from PIL import Image, ImageFilter
-from conftest import compose_config
 from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
 import fer.conf
@@ -69,7 +69,11 @@ def test_folder_without_train(make_cfg, tmp_path: Path) -> None:
 
 def test_unknown_class_folder(make_cfg, folder_copy: Path) -> None:
     shutil.copytree(folder_copy / "train" / "happy", folder_copy / "train" / "smiling")
-    _train_fails(make_cfg, DatasetError, r"Unknown class folder train/smiling in .*: 'smiling' is not an expression class\. Known classes: angry, disgust, .*\(synonyms accepted: .*happiness", f"data.root={folder_copy}")
+    unknown = (
+        r"Unknown class folder train/smiling in .*: 'smiling' is not an expression class\. "
+        r"Known classes: angry, disgust, .*\(synonyms accepted: .*happiness"
+    )
+    _train_fails(make_cfg, DatasetError, unknown, f"data.root={folder_copy}")
 
 
 def test_class_without_images(make_cfg, folder_copy: Path) -> None:
@@ -193,7 +197,8 @@ def test_zip_without_train_entries(make_cfg, tmp_path: Path) -> None:
 def test_copy_without_test_folder(make_cfg, folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
     """Without test/ the val and test splits would be empty: say which folder is missing, not that a split is empty."""
     shutil.rmtree(folder_copy / "test")
-    _train_fails(make_cfg, DatasetError, r"/fer has no test/ folder: FER-2013's Kaggle layout is train/<class>/Training_\*\.jpg and test/", f"data.root={folder_copy}")
+    no_test = r"/fer has no test/ folder: FER-2013's Kaggle layout is train/<class>/Training_\*\.jpg and test/"
+    _train_fails(make_cfg, DatasetError, no_test, f"data.root={folder_copy}")
     path = tmp_path / "train_only.zip"
     with zipfile.ZipFile(fer_zip) as source, zipfile.ZipFile(path, "w") as archive:
         for info in source.infolist():

@@ -9,13 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import compose_config, synthetic_face
 from omegaconf import open_dict
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.export import FORMATS, METADATA_FILE, example_input, export, main_export, run_exported
 from fer.inference import prepare_faces
-
-from conftest import compose_config, synthetic_face
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_face
 from PIL import Image
 
 from fer.classes import CLASSES
@@ -17,8 +18,6 @@ from fer.data.sources import DatasetError
 from fer.evaluate import evaluate
 from fer.faces import FaceDetector
 from fer.inference import to_gray
-
-from conftest import synthetic_face
 
 # folder name -> the synthetic class drawn in it (None: a class the model does not know)
 FOLDERS = {"anger": 0, "Happiness": 3, "sadness": 4, "surprised": 5, "neutral": 6, "contempt": None}

@@ -17,18 +17,17 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
+from conftest import REAL_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from PIL import Image
-
-from conftest import REAL_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / "experiments" / "gpu"

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_face
 from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
 from fer.inference import ImageReadError, is_face_crop, to_gray
-
-from conftest import synthetic_face
 
 VGG3 = {"name": "seed_vgg", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from torch import nn
 
 from fer.data.datamodule import FER2013DataModule
 from fer.models import build_model
 from fer.models.vgg16 import vgg16_features
-from conftest import compose_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "keras" / "seed_rows.py"
 

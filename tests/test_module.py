@@ -15,10 +15,10 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from fer.classes import CLASSES
 from fer.factory import balanced_class_weights
 from fer.mixing import mix_batch
 from fer.models.vgg16 import VGG16Transfer
-from fer.classes import CLASSES
 from fer.module import FERClassifier, eval_metrics, summarise
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
@@ -191,7 +191,7 @@ def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> Non
     torch.manual_seed(0)
     module = classifier(tta="tencrop", input_spec={"image_size": 48, "crop_size": 40, "channels": 1}).eval()
     x = faces(4)[:][0]
-    crops = [x[..., t : t + 40, l : l + 40] for t, l in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))]
+    crops = [x[..., top : top + 40, left : left + 40] for top, left in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))]
     with torch.no_grad():
         views = [module(c) for c in crops] + [module(c.flip(-1)) for c in crops]
         torch.testing.assert_close(module.predict_logits(x), torch.stack(views).mean(dim=0))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_config, synthetic_face
 from omegaconf import open_dict
 from PIL import Image
 from torch import nn
@@ -23,8 +24,6 @@ from fer.plots import (
     read_learning_curves,
     save,
 )
-
-from conftest import compose_config, synthetic_face
 
 # what Lightning's CSVLogger writes for two epochs and fer.train's validate/test on the best
 # checkpoint afterwards (logged under epoch 2, which did not train)

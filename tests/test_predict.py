@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import compose_config, synthetic_face
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
@@ -19,8 +20,6 @@ from fer import CLASSES, FERClassifier, load_model
 from fer.faces import Box, FaceDetector, crop_square
 from fer.inference import predict_image
 from fer.predict import CSV_FIELDS, predict
-
-from conftest import compose_config, synthetic_face
 
 PASTED = Box(200, 90, 256, 300)  # where the portrait goes in the 640x480 photo
 

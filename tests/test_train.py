@@ -17,7 +17,8 @@ from fer.classes import CLASSES
 from fer.evaluate import evaluate
 from fer.factory import build_datamodule
 from fer.module import FERClassifier
-from fer.results import Run, main as results_main
+from fer.results import Run
+from fer.results import main as results_main
 from fer.train import train
 
 
@@ -124,7 +125,8 @@ def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) ->
         assert row[3:6] == ["official", f"PrivateTest ({2 * len(CLASSES)})", "1"]
         low, high = (100 * v for v in saved["test"]["ci95"]["acc"])  # the table's interval is the run's own
         assert row[7] == f"{100 * saved['test']['acc']:.2f}% ({low:.2f}-{high:.2f})" and row[14] == saved["commit"]
-        assert row[10] == f"{100 * saved['test']['ece']:.1f}%" + (f" -> {100 * saved['test']['ece_calibrated']:.1f}%" if "ece_calibrated" in saved["test"] else "")
+        calibrated = f" -> {100 * saved['test']['ece_calibrated']:.1f}%" if "ece_calibrated" in saved["test"] else ""
+        assert row[10] == f"{100 * saved['test']['ece']:.1f}%{calibrated}"
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,8 @@ def main() -> int:
             return 0
         if args.command == "split":
             pinned = split(args.archive, args.parts_dir, args.manifest, args.part_bytes)
-            print(f"{args.archive} ({pinned['size']:,} bytes, sha256 {pinned['sha256']}) -> {len(pinned['parts'])} parts in {args.parts_dir}, pinned in {args.manifest}")
+            parts = f"{len(pinned['parts'])} parts in {args.parts_dir}, pinned in {args.manifest}"
+            print(f"{args.archive} ({pinned['size']:,} bytes, sha256 {pinned['sha256']}) -> {parts}")
             return 0 if print_plan(pinned, args.parts_dir, (), wheels, args.wheels_dir) else 1
         pinned = load(args.manifest)
         if args.command == "plan":

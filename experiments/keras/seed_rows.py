@@ -219,7 +219,6 @@ def plot(keras_run: Path, torch_runs: list[Path], out: Path | None) -> None:
     import matplotlib.pyplot as plt
 
     history = list(csv.DictReader((keras_run / "history.csv").open()))
-    summary = json.loads((keras_run / "summary.json").read_text())
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [int(r["epoch"]) + 1 for r in history]
     label = f"Keras ({keras_run.name})"

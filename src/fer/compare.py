@@ -126,10 +126,14 @@ def _p_text(p: float) -> str:
 def render(result: dict[str, Any], name_a: str, name_b: str, split: str) -> str:
     """The comparison as a few lines of text for the terminal."""
     ci = _interval_text
-    lines = [
-        f"{SPLIT_NAMES.get(split, split)}, {result['images']:,} images, the same in both.",
-        f"A = {name_a}: accuracy {100 * result['a']['acc']:.2f}% (95% CI {ci(result['a']['acc_ci95'])}), macro-F1 {100 * result['a']['f1_macro']:.2f}%, tta={result['a']['tta']}",
-        f"B = {name_b}: accuracy {100 * result['b']['acc']:.2f}% (95% CI {ci(result['b']['acc_ci95'])}), macro-F1 {100 * result['b']['f1_macro']:.2f}%, tta={result['b']['tta']}",
+    lines = [f"{SPLIT_NAMES.get(split, split)}, {result['images']:,} images, the same in both."]
+    for side, name in (("a", name_a), ("b", name_b)):
+        scores = result[side]
+        lines.append(
+            f"{side.upper()} = {name}: accuracy {100 * scores['acc']:.2f}% (95% CI {ci(scores['acc_ci95'])}), "
+            f"macro-F1 {100 * scores['f1_macro']:.2f}%, tta={scores['tta']}"
+        )
+    lines += [
         f"Images only A gets right: {result['mcnemar']['only_a_right']}; only B: {result['mcnemar']['only_b_right']}.",
         f"Macro-F1 B - A: {100 * result['f1_macro_difference']:+.2f} points (95% CI {ci(result['f1_macro_difference_ci95'])}).",
         "Per class, accuracy B - A in points (95% CI):",

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
 # Lightning's guard for tracing a LightningModule (its to_torchscript uses it): without it, the
 # tracer's attribute scan reads the ``trainer`` property, which raises outside a Trainer
 from pytorch_lightning.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
-from fer.cli import entry_point
 from fer.classes import CLASSES
+from fer.cli import entry_point
 from fer.module import FERClassifier
 from fer.rundir import save_config
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment

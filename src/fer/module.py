@@ -14,8 +14,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
-from torch import Tensor
 from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -207,7 +207,8 @@ class FERClassifier(pl.LightningModule):
         crop = self.input_spec["crop_size"]
         if tta == "tencrop" and x.shape[-1] > crop:
             height, width = x.shape[-2:]
-            views = [x[..., t : t + crop, l : l + crop] for t, l in ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop))]
+            corners = ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop))
+            views = [x[..., top : top + crop, left : left + crop] for top, left in corners]
             views.append(self._centre_crop(x))
         if tta != "none":
             views += [v.flip(-1) for v in views]

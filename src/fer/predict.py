@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig
 
-from fer.cli import entry_point
 from fer.classes import CLASSES
+from fer.cli import entry_point
 from fer.faces import FaceDetector
 from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
 from fer.module import FERClassifier

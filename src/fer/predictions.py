@@ -81,7 +81,8 @@ def save_predictions(run_dir: str | os.PathLike, splits: dict[str, SplitPredicti
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"classes": np.asarray(CLASSES), "temperature": np.float64(temperature)}
     for split, outputs in splits.items():
-        arrays.update({f"{split}_ids": outputs.ids, f"{split}_labels": outputs.labels, f"{split}_logits": outputs.logits, f"{split}_tta": np.asarray(outputs.tta)})
+        arrays.update({f"{split}_ids": outputs.ids, f"{split}_labels": outputs.labels, f"{split}_logits": outputs.logits})
+        arrays[f"{split}_tta"] = np.asarray(outputs.tta)
     partial = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(partial, **arrays)
     os.replace(partial, path)
