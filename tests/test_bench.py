@@ -22,7 +22,7 @@ def test_bench_times_the_model_the_pipeline_and_inference(fer_zip: Path, tmp_pat
     assert run_cli(main, args, monkeypatch) == 0
     (report,) = (tmp_path / "logs" / "bench").rglob("bench.json")
     result = json.loads(report.read_text())
-    assert (result["model"], result["config_model"], result["batch_size"], result["precision"]) == ("seed_vgg", "vgg1", 8, "32-true")
+    assert (result["model"], result["config_model"], result["batch_size"], result["precision"]) == ("vgg1", "vgg1", 8, "32-true")
     assert result["augment"] is True  # the bench config measures the augmented pipeline
     for key in ("limit_img_s", "pipeline_img_s", "predict_batch_img_s", "predict_ms"):
         assert result[key] > 0, key

@@ -135,7 +135,8 @@ def test_gpu_trainer_without_gpu(fer_zip: Path, tmp_path: Path, monkeypatch, cap
 
 
 def test_checkpoint_of_another_model(make_cfg, tiny_checkpoint: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"tiny\.ckpt does not fit this run's model \(model\.blocks: checkpoint 1, this run 3\)"):
+    difference = r"model\.blocks: checkpoint 1, this run 3; model\.name: checkpoint 'vgg1', this run 'vgg3'"
+    with pytest.raises(CheckpointError, match=rf"tiny\.ckpt does not fit this run's model \({difference}\)"):
         train(make_cfg("model=vgg3", f"ckpt_path={tiny_checkpoint}"))
 
 

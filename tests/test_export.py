@@ -72,7 +72,7 @@ def test_exported_model_matches_pytorch(model: FERClassifier, tmp_path: Path, fm
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_export_keeps_the_models_own_crops(tmp_path: Path, fmt: str) -> None:
     """A model fed 56x56 that scores ten 48x48 crops: the crops happen inside the exported graph."""
-    net = {"name": "seed_vgg", "blocks": 1, "filters": [8], "dense": 16}
+    net = {"name": "vgg1", "blocks": 1, "filters": [8], "dense": 16}
     model = FERClassifier(
         net=net, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, tta="tencrop",
         input_spec={"image_size": 56, "crop_size": 48, "channels": 1},

@@ -14,7 +14,7 @@ from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
 from fer.inference import ImageReadError, is_face_crop, to_gray
 
-VGG3 = {"name": "seed_vgg", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
+VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
 
 
 def vgg3(**spec: int) -> FERClassifier:

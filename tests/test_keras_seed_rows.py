@@ -38,7 +38,7 @@ def test_each_keras_row_is_the_seed_config(row: str) -> None:
     cfg = compose_config([f"experiment=seed/{row}"])
     assert (blocks, batch_norm, dropout, augment) == (cfg.model.blocks, cfg.model.batch_norm, cfg.model.dropout, cfg.data.augment)
     assert list(script.FILTERS[:blocks]) == list(cfg.model.filters[:blocks])
-    net = build_model("seed_vgg", blocks=blocks, batch_norm=batch_norm, dropout=dropout, dropout_rate=cfg.model.dropout_rate)
+    net = build_model(cfg.model.name, batch_norm=batch_norm, dropout=dropout, dropout_rate=cfg.model.dropout_rate)
     in_blocks = [m.p for m in net.features if isinstance(m, nn.Dropout)]
     in_head = [m.p for m in net.classifier if isinstance(m, nn.Dropout)]
     assert [r for r in script.dropout_rates(dropout, blocks) if r] == in_blocks + in_head

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from omegaconf import OmegaConf
 from torch import nn
 
-from fer.models import MODELS, build_model
+from fer.models import LEGACY_NAMES, MODELS, build_model, resolve
 from fer.models.registry import register
+from fer.models.vgg import SeedVGG
 from fer.models.vgg16 import VGG16Transfer, load_vgg16_features
 
 CONVS = 13
@@ -54,7 +56,7 @@ def dropout_rates(net: nn.Module) -> list[float]:
 @pytest.mark.parametrize("blocks", [1, 2, 3])
 @pytest.mark.parametrize("size", [48, 44])
 def test_seed_vgg_output_shape(blocks: int, size: int) -> None:
-    net = build_model("seed_vgg", blocks=blocks, batch_norm=True, dropout="increasing", input_size=size)
+    net = build_model(f"vgg{blocks}", batch_norm=True, dropout="increasing", input_size=size)
     assert net(torch.rand(2, 1, size, size)).shape == (2, 7)
 
 
@@ -75,7 +77,7 @@ def test_vgg16_output_shape(size: int) -> None:
 
 def test_too_small_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="input_size=4 must be at least 2\\*\\*blocks=8"):
-        build_model("seed_vgg", blocks=3, input_size=4)
+        build_model("vgg3", input_size=4)
     with pytest.raises(ValueError, match="input_size=8 must be at least 2\\*\\*stages=16"):
         build_model("vggnet", input_size=8)
     with pytest.raises(ValueError, match="VGG16 needs input_size >= 32"):
@@ -88,14 +90,14 @@ def test_too_small_inputs_are_refused() -> None:
 )
 def test_seed_vgg_dropout_modes(mode: str, rates: list[float]) -> None:
     """The seed's ablation: none, the same rate after each block and the dense layer, or +0.1 per block."""
-    net = build_model("seed_vgg", blocks=3, dropout=mode, dropout_rate=0.2)
+    net = build_model("vgg3", dropout=mode, dropout_rate=0.2)
     assert dropout_rates(net) == pytest.approx(rates)
     if mode == "increasing":
         assert isinstance(net.classifier[-2], nn.Dropout) and net.classifier[-2].p == pytest.approx(0.5)
 
 
 def test_seed_vgg_dropout_follows_each_pooling() -> None:
-    net = build_model("seed_vgg", blocks=2, dropout="fixed", dropout_rate=0.25)
+    net = build_model("vgg2", dropout="fixed", dropout_rate=0.25)
     layers = list(net.features)
     pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
     assert [type(layers[i + 1]) for i in pools] == [nn.Dropout, nn.Dropout]
@@ -104,14 +106,40 @@ def test_seed_vgg_dropout_follows_each_pooling() -> None:
 
 def test_seed_vgg_rejects_unknown_dropout_mode_and_blocks() -> None:
     with pytest.raises(ValueError, match="model.dropout='spatial' must be one of none, fixed, increasing"):
-        build_model("seed_vgg", dropout="spatial")
+        build_model("vgg3", dropout="spatial")
     with pytest.raises(ValueError, match="model.blocks=4"):
-        build_model("seed_vgg", blocks=4)
+        SeedVGG(blocks=4)
+
+
+def test_a_vgg_name_fixes_its_depth() -> None:
+    """``model=vgg1`` is one block whatever ``model.blocks`` says, so the name in a run or checkpoint never lies."""
+    assert sum(isinstance(m, nn.MaxPool2d) for m in build_model("vgg1", blocks=1).features) == 1
+    with pytest.raises(ValueError, match=re.escape("model=vgg1 has 1 block(s), not model.blocks=3: choose the net by its name")):
+        build_model("vgg1", blocks=3)
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")), ids=lambda path: path.stem)
+def test_each_model_config_names_the_net_registered_under_its_own_name(config: Path) -> None:
+    """``model=vgg2`` runs the net registered as ``vgg2``, and metrics.json says ``vgg2``."""
+    options = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
+    assert options["name"] == config.stem and config.stem in MODELS
+    if config.stem in ("vgg1", "vgg2", "vgg3"):
+        assert sum(isinstance(m, nn.MaxPool2d) for m in build_model(**options).features) == int(config.stem[-1])
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_the_legacy_name_seed_vgg_builds_the_net_its_blocks_say(blocks: int) -> None:
+    """Checkpoints and runs of older code call VGG1/2/3 ``seed_vgg``: the registry resolves it, in one place."""
+    old = {"name": "seed_vgg", "blocks": blocks, "filters": [8, 16, 32], "dense": 16}
+    assert resolve(old) == {**old, "name": f"vgg{blocks}"}
+    assert resolve({"name": "seed_vgg"})["name"] == "vgg3"  # SeedVGG's default depth
+    assert sum(isinstance(m, nn.MaxPool2d) for m in build_model(**old).features) == blocks
+    assert "seed_vgg" in LEGACY_NAMES and "seed_vgg" not in MODELS
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_seed_vgg_batch_norm_switch(batch_norm: bool) -> None:
-    net = build_model("seed_vgg", blocks=3, batch_norm=batch_norm)
+    net = build_model("vgg3", batch_norm=batch_norm)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(norms) == (6 if batch_norm else 0)
     if batch_norm:
@@ -120,7 +148,7 @@ def test_seed_vgg_batch_norm_switch(batch_norm: bool) -> None:
 
 def test_seed_vgg_batch_norm_constants_reach_every_layer() -> None:
     """Keras' eps and momentum (the seed's framework) change the running statistics' update."""
-    net = build_model("seed_vgg", blocks=2, batch_norm=True, bn_eps=1e-3, bn_momentum=0.01)
+    net = build_model("vgg2", batch_norm=True, bn_eps=1e-3, bn_momentum=0.01)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     assert [(n.eps, n.momentum) for n in norms] == [(1e-3, 0.01)] * 4
     seen = []
@@ -133,11 +161,11 @@ def test_seed_vgg_batch_norm_constants_reach_every_layer() -> None:
 def test_seed_vgg_rejects_bad_batch_norm_constants(bad: dict[str, float]) -> None:
     (key, value), = bad.items()
     with pytest.raises(ValueError, match=re.escape(f"model.{key}={value} ")):
-        build_model("seed_vgg", batch_norm=True, **bad)
+        build_model("vgg3", batch_norm=True, **bad)
 
 
 def test_seed_vgg_filters_and_dense_width() -> None:
-    net = build_model("seed_vgg", blocks=2, filters=[8, 16], dense=24)
+    net = build_model("vgg2", filters=[8, 16], dense=24)
     assert [m.out_channels for m in net.features if isinstance(m, nn.Conv2d)] == [8, 8, 16, 16]
     assert net.classifier[1].in_features == 16 * 12 * 12 and net.classifier[1].out_features == 24
 
@@ -239,10 +267,13 @@ def test_vgg16_rejects_unknown_pretrained() -> None:
 def test_unknown_model_lists_the_registered_ones() -> None:
     with pytest.raises(ValueError, match="Unknown model 'resnet18'. Registered models: ") as error:
         build_model("resnet18")
-    assert all(name in str(error.value) for name in ("seed_vgg", "vgg16", "vggnet"))
+    assert all(name in str(error.value) for name in ("vgg1", "vgg2", "vgg3", "vgg16", "vggnet"))
+    assert "seed_vgg" not in str(error.value)
 
 
 def test_a_name_cannot_be_registered_twice() -> None:
-    assert {"seed_vgg", "vggnet", "vgg16"} <= set(MODELS)
+    assert {"vgg1", "vgg2", "vgg3", "vggnet", "vgg16"} <= set(MODELS)
     with pytest.raises(ValueError, match="'vgg16' is registered twice"):
         register("vgg16")(nn.Identity)
+    with pytest.raises(ValueError, match="'seed_vgg' is registered twice"):  # a legacy alias is taken too
+        register("seed_vgg")(nn.Identity)

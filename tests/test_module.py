@@ -22,7 +22,7 @@ from fer.models.vgg16 import VGG16Transfer
 from fer.module import FERClassifier, eval_metrics, summarise
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
-TINY = {"name": "seed_vgg", "blocks": 1, "filters": [4], "dense": 8}
+TINY = {"name": "vgg1", "blocks": 1, "filters": [4], "dense": 8}
 
 
 def classifier(net: dict[str, Any] | None = None, **kwargs: Any) -> FERClassifier:

@@ -41,7 +41,7 @@ def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
 def test_notebook_evaluates_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, fer_zip: Path) -> None:
     notebook = run_notebook(tmp_path, monkeypatch, {"FER_CKPT": str(tiny_checkpoint), "FER2013_ROOT": str(fer_zip), "FER_SPLIT": None})
     text, images = outputs(notebook)
-    assert "seed_vgg from" in text
+    assert "vgg1 from" in text
     assert "14 test faces (official protocol)" in text  # PrivateTest of the synthetic copy
     assert "test accuracy" in text and "true -> predicted" in text
     assert images >= 3  # confusion, per-class, random examples

@@ -100,7 +100,7 @@ def test_pick_per_class_takes_classes_in_turn() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [("seed_vgg", {"blocks": 3}), ("vggnet", {"input_size": 40}), ("vgg16", {"pretrained": "none"})],
+    [("vgg3", {}), ("vggnet", {"input_size": 40}), ("vgg16", {"pretrained": "none"})],
 )
 def test_gradcam_hooks_the_last_conv_block_of_every_network(name: str, kwargs: dict) -> None:
     net = build_model(name, num_classes=len(CLASSES), **kwargs)

@@ -32,7 +32,7 @@ def main() -> None:
     data = load_fer2013(os.environ["FER2013_ROOT"], os.environ.get("FER_CACHE_DIR", ".cache/fer"))
     training = torch.from_numpy(data.images[data.usage == "Training"][: args.images])
     torch.manual_seed(args.seed)
-    net = build_model("seed_vgg", blocks=3, batch_norm=True, dropout="increasing").train()
+    net = build_model("vgg3", batch_norm=True, dropout="increasing").train()
     variances = []
     for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
         norm.register_forward_hook(lambda module, inputs, output: variances.append(inputs[0].var(dim=(0, 2, 3))))

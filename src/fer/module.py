@@ -26,7 +26,7 @@ from torchmetrics.classification import (
 from fer.checkpoints import read_checkpoint
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.mixing import mix_batch
-from fer.models import build_model
+from fer.models import build_model, resolve
 from fer.models.frozen_cache import FrozenFeatureCache
 
 TTA_MODES = ("none", "flip", "tencrop")
@@ -59,7 +59,8 @@ class FERClassifier(pl.LightningModule):
     """Classify 7 expressions with any registered network.
 
     Args:
-        net: ``{"name": <registered model>, **constructor kwargs}``.
+        net: ``{"name": <registered model>, **constructor kwargs}``; a legacy name (checkpoints of
+            older code: :data:`fer.models.registry.LEGACY_NAMES`) is replaced by the current one.
         optimizer: ``{"_target_": "torch.optim.SGD", **kwargs}`` (any ``torch.optim`` optimizer).
         scheduler: ``{"_target_": "torch.optim.lr_scheduler.X", **kwargs}`` or None. ``total_steps``
             (OneCycleLR) and ``T_max`` (CosineAnnealingLR) are filled in from the trainer;
@@ -108,7 +109,8 @@ class FERClassifier(pl.LightningModule):
                 raise ValueError(f"module.{name}={mode!r} must be one of {', '.join(TTA_MODES)}.")
         if class_weights is not None and len(class_weights) != NUM_CLASSES:
             raise ValueError(f"module.class_weights needs {NUM_CLASSES} values ({', '.join(CLASSES)}), got {len(class_weights)}.")
-        self.save_hyperparameters(ignore=["pretrained_init"])
+        net = resolve(net)  # an old checkpoint's legacy name is saved and reported as its net's name now
+        self.save_hyperparameters(ignore=["pretrained_init"])  # reads the arguments' current values
         self.input_spec = dict(input_spec or {"image_size": 48, "crop_size": 48, "channels": 1})
         self.net = build_model(**net, input_size=self.input_spec["crop_size"], num_classes=NUM_CLASSES)
         if pretrained_init and hasattr(self.net, "load_pretrained"):

@@ -2,6 +2,6 @@
 ``input_size`` pixels square and returns class logits; pretrained nets normalise inputs themselves."""
 
 from fer.models import vgg, vgg16  # noqa: F401  (modules register their networks on import)
-from fer.models.registry import MODELS, build_model, register
+from fer.models.registry import LEGACY_NAMES, MODELS, build_model, register, resolve
 
-__all__ = ["MODELS", "build_model", "register"]
+__all__ = ["LEGACY_NAMES", "MODELS", "build_model", "register", "resolve"]

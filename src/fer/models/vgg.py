@@ -1,14 +1,18 @@
 """VGG-style networks trained from scratch on 48x48 faces.
 
-- ``seed_vgg``: the seed project's VGG1/2/3 (blocks of two 3x3 convs, 32/64/128 filters, max-pool,
-  dense 128), with its ablation switches: batch norm, dropout none / fixed / increasing.
+- ``vgg1``, ``vgg2``, ``vgg3``: the seed project's VGG1/2/3 (one to three blocks of two 3x3 convs,
+  32/64/128 filters, max-pool; dense 128), with its ablation switches: batch norm, dropout none /
+  fixed / increasing. One class, :class:`SeedVGG`, registered once per depth, so that a run's and
+  a checkpoint's model name says which net it was (older ones say ``seed_vgg``:
+  :data:`fer.models.registry.LEGACY_NAMES`).
 - ``vggnet``: the deeper VGGNet of Khaireddin & Chen (2021): four stages of two conv-BN-ReLU,
   64-512 channels, two wide FC layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -145,5 +149,21 @@ class VGGNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-register("seed_vgg")(SeedVGG)
+def vgg_n(blocks: int) -> Callable[..., SeedVGG]:
+    """The constructor of VGG-``blocks``: :class:`SeedVGG` with that many blocks. Options may
+    repeat ``blocks`` (configs and checkpoints do) but not change it, or the name would lie."""
+
+    def build(**options: Any) -> SeedVGG:
+        if options.setdefault("blocks", blocks) != blocks:
+            raise ValueError(
+                f"model=vgg{blocks} has {blocks} block(s), not model.blocks={options['blocks']}: choose the net by its name (model=vgg1|vgg2|vgg3)."
+            )
+        return SeedVGG(**options)
+
+    return build
+
+
+register("vgg1")(vgg_n(1))
+register("vgg2")(vgg_n(2))
+register("vgg3")(vgg_n(3))
 register("vggnet")(VGGNet)
