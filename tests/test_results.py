@@ -19,6 +19,7 @@ RECIPE = {
     "trainer": {"max_epochs": 25},
     "callbacks": {"progress_bar": {"refresh_rate": 200}},
 }
+VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "dropout": "increasing"}
 
 
 def write_run(
@@ -30,12 +31,14 @@ def write_run(
     experiment: str = "improved/vgg3",
     overrides: tuple[str, ...] = (),
     module: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
 ) -> Path:
     """A run directory as fer.train leaves it: metrics.json, the resolved config, Hydra's record."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     config = json.loads(json.dumps(RECIPE))
     config["module"].update(module or {})
+    config["model"] = model or VGG3
     config["seed"] = seed
     config["paths"] = {"output_dir": str(run)}
     config["callbacks"]["model_checkpoint"] = {"dirpath": f"{run}/checkpoints"}
@@ -46,7 +49,7 @@ def write_run(
     confusion = [[1 if i == j else 0 for j in range(7)] for i in range(7)]
     scores = {"loss": 1.0, "f1_macro": 0.5, "confusion": confusion}
     metrics = {
-        "task": "train", "model": "seed_vgg", "protocol": "official", "epochs": 25,
+        "task": "train", "model": config["model"]["name"], "protocol": "official", "epochs": 25,
         "val": {**scores, "acc": test_acc - 0.01}, "test": {**scores, "acc": test_acc},
         "wall_seconds": 60.0, "hardware": "CPU", "commit": "abc1234",
     }
@@ -145,3 +148,18 @@ def test_every_row_prints_95_percent_intervals_from_its_confusion_matrix(tmp_pat
     assert cells[header.index("test macro-F1 (95% CI)")].startswith("50.00% (")
     assert cells[header.index("test ECE (raw -> T)")] == "8.1% -> 1.2%"
     assert render(find_runs([tmp_path])) == render(find_runs([tmp_path]))  # seeded
+
+
+def test_runs_that_named_vgg1_2_3_seed_vgg_are_shown_and_pooled_as_the_net_their_config_says(tmp_path: Path) -> None:
+    """Before each net had its own name, VGG1/2/3 all wrote ``seed_vgg`` (config and metrics):
+    ``model.blocks`` says which, so an old vgg3 run repeats a new one and a 2-block one does not."""
+    new = write_run(tmp_path, "new", 1, 0.62)
+    old = write_run(tmp_path, "old", 42, 0.60, model={**VGG3, "name": "seed_vgg"})
+    old_vgg2 = write_run(tmp_path, "old_vgg2", 2, 0.55, model={**VGG3, "name": "seed_vgg", "blocks": 2})
+    assert json.loads((old / "metrics.json").read_text())["model"] == "seed_vgg"
+
+    runs = find_runs([tmp_path])
+    assert [[run.path.name for run in group] for group in seed_groups(runs)] == [["new", "old"]]
+    report = render(runs)
+    header = _cells(next(line for line in report.splitlines() if line.startswith("| experiment | overrides | model")))
+    assert [_row(report, run)[header.index("model")] for run in (new, old, old_vgg2)] == ["vgg3", "vgg3", "vgg2"]

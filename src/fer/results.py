@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fer.models import resolve
 from fer.resume import override_key
 from fer.rundir import RUN_FILE
 from fer.stats import intervals_from_confusion
@@ -82,12 +83,26 @@ class Run:
         return self.config.get("seed")
 
     @cached_property
+    def net(self) -> dict[str, Any]:
+        """The config's ``model`` under the name its net is registered as now (runs made before
+        VGG1/2/3 had a name each say ``seed_vgg``, and ``model.blocks`` which:
+        :func:`fer.models.resolve`); empty for a run without a config."""
+        model = self.config.get("model") or {}
+        return resolve(model) if "name" in model else {}
+
+    @property
+    def model(self) -> str:
+        """What the table names the net: :attr:`net`'s name, else what ``metrics.json`` says."""
+        return self.net.get("name", self.metrics["model"])
+
+    @cached_property
     def recipe(self) -> dict[str, Any]:
         """The resolved config as flat ``a.b.c: value`` entries, less :data:`RUN_SPECIFIC` ones,
-        with the run's own directory replaced by ``<run>`` wherever a value names it."""
+        with the run's own directory replaced by ``<run>`` wherever a value names it, and the
+        model by its current name (so that repeats made before and after a rename pool)."""
         output_dir = (self.config.get("paths") or {}).get("output_dir")
         entries = {}
-        for key, value in _flatten(self.config).items():
+        for key, value in _flatten({**self.config, "model": self.net} if self.net else self.config).items():
             if _run_specific(key):
                 continue
             if output_dir and isinstance(value, str):
@@ -255,7 +270,7 @@ def render(runs: list[Run], notes: str = "") -> str:
         seed_text = f"{seed[1]:.2f}% ({seed[0]})" if seed else "–"
         overrides = " ".join(f"`{o}`" for o in run.overrides) or "–"
         lines.append(
-            f"| {run.experiment} | {overrides} | {m['model']} | {m['protocol']} | {run.test_set_text()} "
+            f"| {run.experiment} | {overrides} | {run.model} | {m['protocol']} | {run.test_set_text()} "
             f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {with_interval(m['test'], 'acc')} "
             f"| {m['test']['loss']:.3f} | {with_interval(m['test'], 'f1_macro')} | {ece_text(m['test'])} | {seed_text} "
             f"| {run.wall_text()} | {run.started_on('hardware')} | {run.started_on('commit')} | `{run.path}` |"
