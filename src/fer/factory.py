@@ -35,12 +35,13 @@ def balanced_class_weights(counts: list[int]) -> list[float]:
 
 
 def build_module(cfg: DictConfig, datamodule: FER2013DataModule) -> FERClassifier:
-    """The LightningModule for ``cfg.model`` with plain (checkpoint-safe) hyperparameters.
+    """The LightningModule for ``cfg.model`` with plain (checkpoint-safe) hyperparameters:
+    ``cfg.module`` holds :class:`FERClassifier`'s arguments. It names no ``_target_``: every entry
+    point reloads a FERClassifier from checkpoints, so no other class could take its place.
 
     ``module.class_weights: balanced`` is turned into numbers from the train split's class counts.
     """
     module_cfg: dict[str, Any] = OmegaConf.to_container(cfg.module, resolve=True)
-    module_cfg.pop("_target_", None)
     weights = module_cfg.get("class_weights")
     if weights == "balanced":
         module_cfg["class_weights"] = balanced_class_weights(datamodule.class_counts("train"))
