@@ -26,7 +26,11 @@ def test_bench_times_the_model_the_pipeline_and_inference(fer_zip: Path, tmp_pat
     assert result["augment"] is True  # the bench config measures the augmented pipeline
     for key in ("limit_img_s", "pipeline_img_s", "predict_batch_img_s", "predict_ms"):
         assert result[key] > 0, key
-    assert result["ratio"] == pytest.approx(result["pipeline_img_s"] / result["limit_img_s"], abs=2e-3)
+    # the rates are rounded to 0.1 img/s and the ratio (of the unrounded rates) to 0.001: on a busy
+    # machine the rates are small, so their rounding moves the recomputed ratio by up to this much
+    pipeline, limit = result["pipeline_img_s"], result["limit_img_s"]
+    rounding = (pipeline / limit) * (0.05 / pipeline + 0.05 / limit) + 5e-4
+    assert result["ratio"] == pytest.approx(pipeline / limit, abs=rounding)
     assert "commit" in result and "hardware" in result
 
 
