@@ -283,6 +283,7 @@ def _command(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow
 def test_an_expected_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     """A new user's first command without the dataset: the message and its fix, not a traceback;
     HYDRA_FULL_ERROR=1 brings the traceback back."""

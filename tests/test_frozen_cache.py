@@ -174,6 +174,7 @@ def test_on_for_fit_only() -> None:
     assert len(module.net.cache) == 0
 
 
+@pytest.mark.slow
 def test_training_with_the_cache_gives_the_same_run(make_cfg, tmp_path: Path) -> None:
     """The seed's VGG16 row with and without the cache: after two epochs (the second trained from
     the cache) the weights agree, and so does the test set's score."""
@@ -191,6 +192,7 @@ def test_training_with_the_cache_gives_the_same_run(make_cfg, tmp_path: Path) ->
     assert tests["true"]["loss"] == pytest.approx(tests["false"]["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_timing_script_times_three_passes(fer_zip: Path, tmp_path: Path) -> None:
     """experiments/bench/frozen_cache.py, whose numbers experiments/benchmarks.md quotes."""
     out = tmp_path / "frozen_cache.json"

@@ -302,6 +302,7 @@ def test_the_job_trains_nothing_without_a_wheel_it_needs(cut: tuple[dict, Path],
     assert "warm-up" not in result.stdout and not (tmp_path / "gpu").exists() and not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 def test_the_job_installs_the_wheels_and_hands_the_checked_archive_to_run_sota(
     cut: tuple[dict, Path], tmp_path: Path, wheel: tuple[Path, Path]
 ) -> None:

@@ -64,6 +64,7 @@ def test_the_script_probes_sizes_the_runs_and_ensembles_them(tmp_path: Path, fer
         assert (out / "runs" / f"seed{seed}" / "predictions.npz").is_file()  # fer.compare and run_dirs ensembles need no GPU
 
 
+@pytest.mark.slow
 def test_the_script_stops_at_the_warm_up_when_a_run_cannot_start(tmp_path: Path, fer_zip: Path) -> None:
     result = run_script(tmp_path / "gpu", fer_zip, *CPU_OVERRIDES, "data.num_workers=2")
     assert result.returncode != 0

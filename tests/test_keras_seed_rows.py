@@ -45,6 +45,7 @@ def test_each_keras_row_is_the_seed_config(row: str) -> None:
     assert cfg.data.batch_size == 16 and cfg.module.optimizer.lr == 0.001 and cfg.module.optimizer.momentum == 0.0
 
 
+@pytest.mark.slow
 def test_export_is_the_kaggle_split_and_the_vgg16_prefix(fer_zip: Path, tmp_path: Path) -> None:
     """Images and labels as FER2013DataModule(split=kaggle) gives them; features that the two
     trainable convolutions turn into what the whole VGG16 computes; kernels laid out for Keras."""

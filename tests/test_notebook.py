@@ -38,6 +38,7 @@ def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
     return text, images
 
 
+@pytest.mark.slow
 def test_notebook_evaluates_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, fer_zip: Path) -> None:
     notebook = run_notebook(tmp_path, monkeypatch, {"FER_CKPT": str(tiny_checkpoint), "FER2013_ROOT": str(fer_zip), "FER_SPLIT": None})
     text, images = outputs(notebook)

@@ -121,6 +121,7 @@ def test_gradcam_maps_and_probabilities(model: FERClassifier) -> None:
     assert not model.training
 
 
+@pytest.mark.slow
 def test_analyze_makes_every_plot_of_a_run(tiny_checkpoint: Path, fer_zip: Path, tmp_path: Path) -> None:
     run = tiny_checkpoint.parent / "run"
     cfg = compose_config(

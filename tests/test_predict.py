@@ -195,6 +195,7 @@ def test_predict_writes_one_json_row_per_face_and_per_problem(tmp_path: Path, ti
     assert (drawn[y, x + w // 2] == (0, 255, 0)).all(), "the box is drawn in green"
 
 
+@pytest.mark.slow
 def test_predict_entry_point_writes_csv(tmp_path: Path, tiny_checkpoint: Path, photo: np.ndarray) -> None:
     photo_path, face_path = tmp_path / "photo.png", tmp_path / "face.png"
     Image.fromarray(photo).save(photo_path)

@@ -21,6 +21,7 @@ from fer.stats import bootstrap_intervals
 from fer.train import train
 
 
+@pytest.mark.slow
 def test_train_saves_predictions_intervals_and_a_temperature_in_the_best_checkpoint(make_cfg) -> None:
     # two optimizer steps: a model that is still unsure, so a temperature can be fitted
     cfg = make_cfg("model=vgg1", "+trainer.limit_train_batches=2", "module.tta=flip", "module.val_tta=none")

@@ -51,6 +51,7 @@ def test_ddp_on_two_cpu_processes_scores_exactly_as_one(fer_zip: Path, tiny_chec
     assert single["val/loss"] > 1e-4  # a padded (repeated) image would shift the mean loss
 
 
+@pytest.mark.slow
 def test_multirun_reports_a_failed_job_finishes_the_others_and_resumes(fer_zip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     sweep = tmp_path / "sweep"
     args = ["-m", *cli_overrides(fer_zip, tmp_path, "model.dropout=none,bogus,fixed", f"hydra.sweep.dir={sweep}")]
@@ -76,6 +77,7 @@ def test_multirun_reports_a_failed_job_finishes_the_others_and_resumes(fer_zip: 
     assert "fer.train: ValueError: model.dropout='bogus' must be one of" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_two_trials(fer_zip: Path, tmp_path: Path, monkeypatch) -> None:
     sweep = tmp_path / "optuna"
     args = cli_overrides(fer_zip, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")

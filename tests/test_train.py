@@ -38,6 +38,7 @@ def test_train_writes_metrics_and_checkpoints(make_cfg) -> None:
     assert (run / "config.yaml").read_text().count("${") == 0  # resolved copy
 
 
+@pytest.mark.slow
 def test_validating_every_second_epoch_still_selects_and_tests_a_checkpoint(make_cfg) -> None:
     """experiment=speedrun_cpu validates every second epoch: the checkpoint is chosen among the
     validated epochs, and the run is tested from it."""
@@ -51,6 +52,7 @@ def test_validating_every_second_epoch_still_selects_and_tests_a_checkpoint(make
     assert len(times) == 2 and all(0 < t < metrics["fit_seconds"] for t in times)  # EpochTimer
 
 
+@pytest.mark.slow
 def test_checkpoint_reloads_in_fresh_process_without_hydra(tiny_checkpoint: Path) -> None:
     code = (
         "import sys, torch\n"
@@ -97,6 +99,7 @@ def test_kaggle_protocol_run(make_cfg) -> None:
     assert sum(map(sum, saved["test"]["confusion"])) == 4 * len(CLASSES)
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_directory_per_job(tmp_path: Path, fer_zip: Path) -> None:
     """`python -m fer.train -m` runs each job to the end in its own numbered folder, and
     `python -m fer.results SWEEP` tabulates the jobs from their metrics files."""
@@ -183,6 +186,7 @@ def test_evaluate_uses_the_checkpoints_tta_unless_told(make_cfg, tiny_checkpoint
     assert by_default["test"]["loss"] != pytest.approx(told["test"]["loss"], abs=1e-6)  # the two really differ
 
 
+@pytest.mark.slow
 def test_ema_checkpoints_hold_the_averaged_weights_and_resume(make_cfg) -> None:
     """callbacks=ema: the checkpoint's state_dict (what load_from_checkpoint, validation and the
     test use) is the moving average, the raw weights are kept beside it, and resume=true continues
