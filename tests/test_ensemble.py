@@ -98,6 +98,7 @@ def test_saved_predictions_make_the_same_ensemble_as_running_the_checkpoints(
     run = ensemble(ensemble_cfg(tmp_path / "run", fer_zip, f"ckpt_paths=[{members}]", "tta=none"))
     saved = ensemble(ensemble_cfg(tmp_path / "saved", fer_zip, f"run_dirs=[{','.join(run_dirs)}]"))
     assert saved["scored_from"] == "saved predictions" and run["scored_from"] == "checkpoints"
+    assert (tmp_path / "saved" / "run" / "plots" / "reliability_test.png").is_file()
     assert saved["test"]["confusion"] == run["test"]["confusion"]
     assert saved["test"]["ci95"] == run["test"]["ci95"] and saved["test"]["ece"] == pytest.approx(run["test"]["ece"], abs=1e-6)
     (from_runs,) = load_predictions(tmp_path / "saved" / "run")[0].values()

@@ -6,8 +6,9 @@ checkpoint (at the image size and crop it trained on, with ``tta``);
 members' saved ``predictions.npz`` without running them (each with the test-time augmentation it
 was scored with). Either way the members' calibrated probabilities (each with its own temperature)
 are averaged, and ``metrics.json`` gets the ensemble's metrics with 95% intervals, each member's
-accuracy, and ``predictions.npz`` the ensemble's per-image output (the log of the averaged
-probabilities), so that ``fer.compare`` takes an ensemble like any run.
+accuracy, ``predictions.npz`` the ensemble's per-image output (the log of the averaged
+probabilities), so that ``fer.compare`` takes an ensemble like any run, and
+``plots/reliability_<split>.png`` its reliability diagram.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fer.cli import entry_point
 from fer.factory import build_datamodule
 from fer.hardware import autocast_for, resolve_precision
 from fer.module import FERClassifier, eval_metrics, summarise
+from fer.plots import plot_reliability
 from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions, score_report
 from fer.rundir import METRICS_FILE, read_metrics, run_metadata, save_config, write_json
 
@@ -127,6 +129,7 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     }
     save_predictions(output_dir, {cfg.split: combined})
     write_json(output_dir / METRICS_FILE, metrics)
+    plot_reliability(output_dir)
     log.info("Ensemble of %d: %s accuracy %.4f; wrote %s", len(members), cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
     return metrics
 
