@@ -228,10 +228,9 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
-def with_interval(scores: dict[str, Any], name: str) -> str:
-    """``66.73% (65.19-68.26)``: a score and its 95% bootstrap interval, from the confusion matrix."""
-    low, high = intervals_from_confusion(scores["confusion"])[name]
-    return f"{100 * scores[name]:.2f}% ({100 * low:.2f}-{100 * high:.2f})"
+def with_interval(value: float, interval: list[float]) -> str:
+    """``66.73% (65.19-68.26)``: a score and its 95% interval."""
+    return f"{100 * value:.2f}% ({100 * interval[0]:.2f}-{100 * interval[1]:.2f})"
 
 
 def ece_text(scores: dict[str, Any]) -> str:
@@ -269,10 +268,11 @@ def render(runs: list[Run], notes: str = "") -> str:
         seed = SEED_TABLE.get(COMPARE_WITH.get(run.experiment, run.experiment))
         seed_text = f"{seed[1]:.2f}% ({seed[0]})" if seed else "–"
         overrides = " ".join(f"`{o}`" for o in run.overrides) or "–"
+        intervals = intervals_from_confusion(m["test"]["confusion"])  # the same for runs with and without predictions.npz
         lines.append(
             f"| {run.experiment} | {overrides} | {run.model} | {m['protocol']} | {run.test_set_text()} "
-            f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {with_interval(m['test'], 'acc')} "
-            f"| {m['test']['loss']:.3f} | {with_interval(m['test'], 'f1_macro')} | {ece_text(m['test'])} | {seed_text} "
+            f"| {run.epochs_text()} | {_pct(m['val']['acc'])} | {with_interval(m['test']['acc'], intervals['acc'])} "
+            f"| {m['test']['loss']:.3f} | {with_interval(m['test']['f1_macro'], intervals['f1_macro'])} | {ece_text(m['test'])} | {seed_text} "
             f"| {run.wall_text()} | {run.started_on('hardware')} | {run.started_on('commit')} | `{run.path}` |"
         )
     full = {r.experiment for r in runs if r.metrics["epochs"] >= SEED_EPOCHS}
