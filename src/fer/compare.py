@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
 
 from fer.classes import CLASSES
+from fer.evaluate import evaluate
 from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions
 from fer.stats import LEVEL, RESAMPLES, SEED, PairedDifference, bootstrap_intervals, macro_f1, paired_difference, paired_f1_difference
 
@@ -47,11 +50,6 @@ def load_side(source: str | os.PathLike, split: str, data_root: str | None = Non
 
 def _score_checkpoint(path: Path, split: str, data_root: str | None) -> SplitPredictions:
     """Evaluate a checkpoint as ``python -m fer.evaluate`` would, in a throwaway run directory."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
-
-    from fer.evaluate import evaluate
-
     overrides = [f"ckpt_path={path}", f"split={split}"] + ([f"data.root={data_root}"] if data_root else [])
     with initialize_config_module(config_module="fer.conf", version_base="1.3"):
         cfg = compose(config_name="eval", overrides=overrides)
