@@ -306,8 +306,7 @@ def reliability_figure(probabilities: dict[str, np.ndarray], labels: np.ndarray,
         bins = reliability(values, labels)
         filled = bins.counts > 0
         curve.plot(bins.confidence[filled], bins.accuracy[filled], marker=marker, label=f"{name} (ECE {100 * bins.ece:.1f}%)")
-        centres = (bins.edges[:-1] + bins.edges[1:]) / 2
-        counts.step(centres, bins.counts, where="mid", label=name)
+        counts.stairs(bins.counts, bins.edges, label=name)
     curve.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title or "reliability")
     curve.legend(loc="upper left", fontsize=8)
     counts.set(xlim=(0, 1), xlabel="confidence", ylabel="images", title="images per bin")
