@@ -138,15 +138,15 @@ def paired_f1_difference(
 ) -> dict[str, Any]:
     """Macro-F1 of B minus that of A on the same images, with a paired-bootstrap interval (both
     models scored on the same resampled images)."""
-    labels, predictions_a, predictions_b = (np.asarray(v, dtype=np.int64) for v in (labels, predictions_a, predictions_b))
-    if not labels.shape == predictions_a.shape == predictions_b.shape or labels.ndim != 1 or len(labels) == 0:
-        raise ValueError(f"Paired scores need one label and two predictions per image, got {labels.shape}, {predictions_a.shape}, {predictions_b.shape}.")
+    labels, predictions_a = _paired_arrays(labels, predictions_a)
+    _, predictions_b = _paired_arrays(labels, predictions_b)
     # one table of (label, A's prediction, B's prediction): each resample scores both models on the same images
     joint = np.bincount((labels * num_classes + predictions_a) * num_classes + predictions_b, minlength=num_classes**3)
-    draws = confusion_bootstrap(joint.reshape(num_classes, num_classes, num_classes), resamples, seed)
+    table = joint.reshape(num_classes, num_classes, num_classes)
+    draws = confusion_bootstrap(table, resamples, seed)
     gains = _macro_f1(draws.sum(axis=2)) - _macro_f1(draws.sum(axis=3))
-    difference = macro_f1(labels, predictions_b, num_classes) - macro_f1(labels, predictions_a, num_classes)
-    return {"difference": difference, "ci95": _percentiles(gains, level)}
+    difference = _macro_f1(table.sum(axis=1)[None]) - _macro_f1(table.sum(axis=2)[None])  # B's confusion minus A's
+    return {"difference": float(difference[0]), "ci95": _percentiles(gains, level)}
 
 
 def mcnemar_exact(only_a_right: int, only_b_right: int) -> float:
