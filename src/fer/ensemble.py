@@ -110,7 +110,7 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     members = from_checkpoints(sources, cfg) if paths else from_run_dirs(sources, cfg.split)
     combined = average(members)
     for member in members:
-        log.info("%s: %s accuracy %.4f", member.source, cfg.split, float((member.outputs.predicted == member.outputs.labels).mean()))
+        log.info("%s: %s accuracy %.4f", member.source, cfg.split, member.outputs.accuracy)
     probabilities, labels = torch.from_numpy(np.exp(combined.logits)), torch.from_numpy(combined.labels)
     metrics = {
         "task": "ensemble",
@@ -119,7 +119,7 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
         "tta": combined.tta,
         "scored_from": "checkpoints" if paths else "saved predictions",
         "members": [
-            {"source": m.source, "model": m.model, "temperature": m.temperature, "acc": float((m.outputs.predicted == m.outputs.labels).mean())}
+            {"source": m.source, "model": m.model, "temperature": m.temperature, "acc": m.outputs.accuracy}
             for m in members
         ],
         cfg.split: {**summarise(eval_metrics()(probabilities, labels)), **score_report(combined)},

@@ -47,6 +47,10 @@ class SplitPredictions:
     def predicted(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
 
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean())
+
     def probabilities(self, temperature: float = 1.0) -> np.ndarray:
         return softmax(self.logits, temperature)
 

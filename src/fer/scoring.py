@@ -45,7 +45,7 @@ def calibrate(
             module.val_tta = during_fit
         val = split_outputs(module, datamodule, "val", "val", module.tta)
     fitted = fit_temperature(val.logits, val.labels)
-    entry: dict[str, Any] = {"fitted_on": "val", "tta": val.tta, "images": len(val.labels), "acc": float((val.predicted == val.labels).mean())}
+    entry: dict[str, Any] = {"fitted_on": "val", "tta": val.tta, "images": len(val.labels), "acc": val.accuracy}
     if fitted is None:
         log.warning(
             "No temperature fits the val split (its NLL has no minimum for T in 1/100..100; the model ranks every "
