@@ -14,6 +14,7 @@ from conftest import synthetic_face
 from fer import FERClassifier
 from fer.calibration import calibration_report, fit_temperature, nll, reliability, softmax
 from fer.checkpoints import read_checkpoint, update_checkpoint
+from fer.inference import predict
 from fer.module import CALIBRATION_KEY
 
 
@@ -66,8 +67,8 @@ def test_the_temperature_travels_in_the_checkpoint_and_changes_probabilities_not
     calibrated = FERClassifier.load_from_checkpoint(calibrated_checkpoint).eval()
     assert calibrated.temperature == 4.0
     faces = [synthetic_face(label, 300 + label) for label in range(7)]
-    labels, raw = plain.predict(faces)
-    calibrated_labels, probabilities = calibrated.predict(faces)
+    labels, raw = predict(plain, faces)
+    calibrated_labels, probabilities = predict(calibrated, faces)
     assert calibrated_labels == labels
     assert np.abs(probabilities - raw).max() > 0.05 and probabilities.max() < raw.max()  # T > 1 softens
     with torch.inference_mode():

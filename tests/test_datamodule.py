@@ -30,7 +30,7 @@ def test_official_sizes_and_class_counts(fer_zip: Path) -> None:
         "val": PER_CLASS["PublicTest"] * K,
         "test": PER_CLASS["PrivateTest"] * K,
     }
-    assert dm.class_counts() == [PER_CLASS["Training"]] * K
+    assert dm.class_counts("train") == [PER_CLASS["Training"]] * K
     assert dm.class_counts("test") == [PER_CLASS["PrivateTest"]] * K
 
 
@@ -69,12 +69,12 @@ def test_image_and_crop_size_are_respected(fer_zip: Path, augment_on: str) -> No
     assert tuple(images.shape[1:]) == (1, 56, 56)
     for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.eval_dataloader("train")):
         assert tuple(next(iter(loader))[0].shape[1:]) == (1, 64, 64)
-    assert dm.input_spec == {"image_size": 64, "crop_size": 56, "channels": 1}
+    assert dm.input_spec.as_dict() == {"image_size": 64, "crop_size": 56, "channels": 1}
 
 
 def test_input_spec_defaults_crop_to_image_size(fer_zip: Path) -> None:
     dm = FER2013DataModule(str(fer_zip), channels=3)
-    assert dm.input_spec == {"image_size": 48, "crop_size": 48, "channels": 3}
+    assert dm.input_spec.as_dict() == {"image_size": 48, "crop_size": 48, "channels": 3}
 
 
 def test_without_augment_training_images_are_the_raw_faces(fer_zip: Path) -> None:

@@ -86,7 +86,7 @@ def test_files_describe_their_input(model: FERClassifier, tmp_path: Path) -> Non
     onnx_path = export(model, tmp_path / "m.onnx", "onnx")
     graph = onnx.load(str(onnx_path))
     props = {p.key: json.loads(p.value) for p in graph.metadata_props}
-    assert props["classes"] == list(CLASSES) and props["input_spec"] == model.input_spec
+    assert props["classes"] == list(CLASSES) and props["input_spec"] == model.input_spec.as_dict()
     (image_input,) = graph.graph.input
     assert image_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert image_input.type.tensor_type.shape.dim[0].dim_param == "batch"

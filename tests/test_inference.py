@@ -12,7 +12,8 @@ from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
-from fer.inference import ImageReadError, is_face_crop, to_gray
+from fer.images import ImageReadError, to_gray
+from fer.inference import is_face_crop, predict
 
 VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
 
@@ -98,7 +99,7 @@ def test_face_crop_rule() -> None:
 
 def test_predict_returns_names_and_probabilities(model: FERClassifier, tmp_path: Path) -> None:
     faces = np.stack([synthetic_face(label, 200) for label in range(len(CLASSES))])
-    labels, probabilities = model.predict(faces, batch_size=3)
+    labels, probabilities = predict(model, faces, batch_size=3)
     assert len(labels) == len(CLASSES) and set(labels) <= set(CLASSES)
     assert probabilities.shape == (len(CLASSES), len(CLASSES)) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -109,8 +110,8 @@ def test_predict_returns_names_and_probabilities(model: FERClassifier, tmp_path:
 
     path = tmp_path / "face.jpg"
     Image.fromarray(faces[0]).save(path, quality=100)
-    single = model.predict(faces[0])
-    mixed = model.predict([faces[0], Image.fromarray(faces[0]), path])
+    single = predict(model, faces[0])
+    mixed = predict(model, [faces[0], Image.fromarray(faces[0]), path])
     assert len(single.labels) == 1 and mixed.probabilities.shape == (3, len(CLASSES))
     np.testing.assert_allclose(mixed.probabilities[:2], np.repeat(single.probabilities, 2, axis=0), atol=1e-6)
 
@@ -118,7 +119,7 @@ def test_predict_returns_names_and_probabilities(model: FERClassifier, tmp_path:
 def test_any_size_and_colour_is_resized_to_48(model: FERClassifier) -> None:
     face = synthetic_face(5, 0)
     big_rgb = np.repeat(np.repeat(face, 5, axis=0), 5, axis=1)[..., None].repeat(3, axis=2)  # 240x240x3
-    np.testing.assert_allclose(model.predict(big_rgb).probabilities, model.predict(face).probabilities, atol=0.05)
+    np.testing.assert_allclose(predict(model, big_rgb).probabilities, predict(model, face).probabilities, atol=0.05)
 
 
 def test_predict_uses_the_checkpoints_input_spec() -> None:
@@ -128,15 +129,15 @@ def test_predict_uses_the_checkpoints_input_spec() -> None:
     view = eval_transform(56, 48)(image=face)["image"]
     with torch.inference_mode():
         expected = model(torch.from_numpy(view)[None, None]).softmax(dim=1).numpy()
-    np.testing.assert_allclose(model.predict(face).probabilities, expected, atol=1e-6)
+    np.testing.assert_allclose(predict(model, face).probabilities, expected, atol=1e-6)
 
 
 def test_predict_uses_eval_mode_and_restores_training_mode(model: FERClassifier) -> None:
     face = synthetic_face(1, 0)
-    reference = model.predict(face).probabilities
+    reference = predict(model, face).probabilities
     model.train()
     try:
-        np.testing.assert_allclose(model.predict(face).probabilities, reference, atol=1e-6)
+        np.testing.assert_allclose(predict(model, face).probabilities, reference, atol=1e-6)
         assert model.training
     finally:
         model.eval()

@@ -16,7 +16,7 @@ import torch
 from conftest import compose_config
 from torch import nn
 
-from fer.data.datamodule import FER2013DataModule
+from fer.data import FER2013DataModule
 from fer.models import build_model
 from fer.models.vgg16 import vgg16_features
 

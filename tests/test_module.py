@@ -337,7 +337,7 @@ def test_vgg16_checkpoint_reloads_without_pretrained_weights(tmp_path: Path, mon
     weights.unlink()
     reloaded = FERClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
     assert torch.equal(reloaded.net.features[28].weight, trained)
-    assert reloaded.input_spec == {"image_size": 48, "crop_size": 48, "channels": 1}
+    assert reloaded.input_spec.as_dict() == {"image_size": 48, "crop_size": 48, "channels": 1}
     assert "pretrained_init" not in reloaded.hparams
 
 

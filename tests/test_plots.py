@@ -13,6 +13,7 @@ from torch import nn
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.analyze import analyze
+from fer.inference import predict
 from fer.models import build_model
 from fer.plots import (
     confusion_figure,
@@ -116,7 +117,7 @@ def test_gradcam_maps_and_probabilities(model: FERClassifier) -> None:
     assert cams.shape == (len(faces), 48, 48) and np.isfinite(cams).all()
     assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
     assert all(cam.max() == pytest.approx(1.0) or cam.max() == 0 for cam in cams)
-    np.testing.assert_allclose(probabilities, model.predict(faces).probabilities, atol=1e-5)
+    np.testing.assert_allclose(probabilities, predict(model, faces).probabilities, atol=1e-5)
     assert not gradcam_layer(model.net)._forward_pre_hooks, "the hook is removed"
     assert not model.training
 

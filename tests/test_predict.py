@@ -18,6 +18,7 @@ from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.faces import Box, FaceDetector, crop_square
+from fer.inference import predict as predict_faces
 from fer.inference import predict_image
 from fer.predict import CSV_FIELDS, predict
 
@@ -70,7 +71,7 @@ def test_face_crop_is_classified_whole_without_detection(model: FERClassifier) -
     face = synthetic_face(4, 0)  # a 48x48 FER-2013 face: the cascade would find nothing in it
     (result,) = predict_image(model, face, FaceDetector())
     assert result.source == "crop" and result.box == Box(0, 0, 48, 48)
-    np.testing.assert_allclose(result.probabilities, model.predict(face).probabilities[0], atol=1e-6)
+    np.testing.assert_allclose(result.probabilities, predict_faces(model, face).probabilities[0], atol=1e-6)
     assert result.label == CLASSES[int(result.probabilities.argmax())]
 
 
@@ -230,10 +231,10 @@ def test_predict_tta_override_repeated_inputs_and_an_empty_folder(tmp_path: Path
     assert rows[2]["status"] == "error" and rows[2]["error"].startswith("folder holds no images")
     model = FERClassifier.load_from_checkpoint(tiny_checkpoint).eval()
     model.tta = "flip"
-    _, expected = model.predict([synthetic_face(5, 0)])
+    _, expected = predict_faces(model, [synthetic_face(5, 0)])
     np.testing.assert_allclose(list(rows[0]["probabilities"].values()), expected[0], rtol=1e-4, atol=1e-12)
     model.tta = "none"  # the model is sure of the class: the flip shows in the small probabilities
-    assert not np.allclose(model.predict([synthetic_face(5, 0)])[1][0], expected[0], rtol=0.05, atol=0)
+    assert not np.allclose(predict_faces(model, [synthetic_face(5, 0)])[1][0], expected[0], rtol=0.05, atol=0)
     annotated = sorted(p.name for p in (tmp_path / "run" / "annotated").glob("*.png"))
     assert annotated == ["face-2.png", "face.png"]  # the second copy does not overwrite the first
 

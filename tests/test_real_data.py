@@ -74,7 +74,7 @@ def test_vgg16_transfer_steps_train_only_the_unfrozen_weights(make_cfg) -> None:
     )
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule.class_counts("train"))
     imagenet = torch.load(REAL_WEIGHTS, map_location="cpu", weights_only=True)
     assert torch.equal(module.net.features[0].weight, imagenet["features.0.weight"])
     before = {name: p.detach().clone() for name, p in module.named_parameters()}

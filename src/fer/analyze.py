@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fer import load_model
 from fer.cli import entry_point
@@ -51,7 +51,7 @@ def analyze(cfg: DictConfig) -> list[Path]:
     written = plot_run(run_dir)
     checkpoint = Path(cfg.ckpt_path) if cfg.ckpt_path else run_checkpoint(run_dir)
     model = load_model(str(checkpoint))
-    datamodule = build_datamodule(OmegaConf.merge(cfg, {"data": model.input_spec}))
+    datamodule = build_datamodule(cfg, model.input_spec)
     datamodule.setup("test")
     data = split_data(datamodule, cfg.split)
     out = run_dir / PLOTS_DIR

@@ -127,7 +127,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         num_sanity_val_steps=0,
     )
     precision = str(trainer.precision)
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule.class_counts("train"))
     device = trainer.strategy.root_device
 
     loader = datamodule.train_dataloader()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from fer.checkpoints import CheckpointError
 from fer.data.sources import DatasetError
-from fer.inference import ImageReadError
+from fer.images import ImageReadError
 from fer.sweep import in_multirun, run_job
 
 EXIT_EXPECTED = 2

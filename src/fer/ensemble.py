@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fer.cli import entry_point
 from fer.factory import build_datamodule
@@ -47,7 +47,7 @@ class Member:
 @torch.inference_mode()
 def member_outputs(model: FERClassifier, cfg: DictConfig, device: torch.device, precision: str) -> SplitPredictions:
     """One checkpoint's logits on ``cfg.split``, with the split's image ids."""
-    datamodule = build_datamodule(OmegaConf.merge(cfg, {"data": model.input_spec}))
+    datamodule = build_datamodule(cfg, model.input_spec)
     datamodule.setup("test")
     model.to(device).eval()
     logits, labels = [], []

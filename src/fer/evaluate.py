@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fer.classes import CLASSES
 from fer.cli import entry_point
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
+from fer.inference import predict
 from fer.module import FERClassifier
 from fer.plots import plot_reliability
 from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
-from fer.scoring import split_outputs, with_report
+from fer.scoring import split_outputs, split_results
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +36,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     save_config(cfg, output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     model.use_tta(cfg.tta)
-    data_cfg = OmegaConf.merge(cfg, {"data": model.input_spec})
-    datamodule = build_datamodule(data_cfg)
+    datamodule = build_datamodule(cfg, model.input_spec)
     datamodule.setup("test")
     trainer = build_trainer(cfg, logger=False, callbacks=[])
-    trainer.test(model, dataloaders=datamodule.eval_dataloader(cfg.split), verbose=False)
+    logged = trainer.test(model, dataloaders=datamodule.eval_dataloader(cfg.split), verbose=False)
     predictions = split_outputs(model, datamodule, "test", cfg.split, model.tta)
     metrics = {
         "task": "evaluate",
@@ -47,18 +49,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": cfg.split,
         "tta": model.tta,
         "temperature": model.temperature,
-        cfg.split: with_report(model.results["test"], predictions, model.temperature),
+        cfg.split: split_results(logged, "test", predictions, model.temperature),
         "predictions": PREDICTIONS_FILE,
         "wall_seconds": round(time.time() - started, 1),
         **run_metadata(),
     }
     if isinstance(datamodule, FolderDataModule):
-        metrics.update(datamodule.report(model))
+        metrics.update(folder_report(datamodule, model))
     save_predictions(output_dir, {cfg.split: predictions}, model.temperature)
     write_json(output_dir / METRICS_FILE, metrics)
     plot_reliability(output_dir)
     log.info("%s accuracy %.4f; wrote %s", cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
     return metrics
+
+
+def folder_report(datamodule: FolderDataModule, model: FERClassifier) -> dict[str, Any]:
+    """What ``metrics.json`` adds for a labelled folder: where its labels came from, its counts,
+    and for each class the model does not know, its count and what the model predicted for it."""
+    folder = datamodule.folder
+    unknown = {}
+    for name, images in folder.unknown.items():
+        prediction = predict(model, images, batch_size=datamodule.eval_batch_size)
+        counts = Counter(prediction.labels)
+        unknown[name] = {
+            "count": len(images),
+            "predicted": {c: counts.get(c, 0) for c in CLASSES},
+            "mean_probabilities": dict(zip(CLASSES, prediction.probabilities.mean(axis=0).round(4).tolist())),
+            "examples": folder.unknown_names[name][:5],
+        }
+    return {"dataset": datamodule.describe(), "unknown_classes": unknown}
 
 
 main = entry_point("evaluate", "eval", evaluate)

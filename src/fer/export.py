@@ -60,12 +60,12 @@ class ExportWrapper(nn.Module):
 
 
 def metadata(model: FERClassifier, checkpoint: str | None = None) -> dict[str, Any]:
-    size = model.input_spec["image_size"]
+    size = model.input_spec.image_size
     return {
         "classes": list(CLASSES),
         "input": f"uint8 [batch, 1, {size}, {size}] grayscale faces (fer.inference.face_input)",
         "outputs": list(OUTPUT_NAMES),
-        "input_spec": dict(model.input_spec),
+        "input_spec": model.input_spec.as_dict(),
         "tta": model.tta,
         "temperature": model.temperature,
         "model": model.hparams.net["name"],
@@ -74,7 +74,7 @@ def metadata(model: FERClassifier, checkpoint: str | None = None) -> dict[str, A
 
 
 def example_input(model: FERClassifier, batch: int, seed: int = 0) -> Tensor:
-    size = model.input_spec["image_size"]
+    size = model.input_spec.image_size
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=generator)
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer.images import resize
+
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # the eye cascade trained with glasses too (plain haarcascade_eye.xml misses eyes behind glasses)
 EYE_CASCADE = "haarcascade_eye_tree_eyeglasses.xml"
@@ -152,11 +154,10 @@ def crop_square(gray: np.ndarray, centre: tuple[float, float], side: float, size
     """A ``size`` x ``size`` view of the square of ``side`` pixels around ``centre``, rotated by
     ``angle`` degrees (OpenCV's sense: the angle of a tilted eye line levels it); parts outside the
     image repeat its border, so faces at the edge keep their proportions. Cut at full resolution,
-    then shrunk with area averaging, so large faces do not alias."""
+    then resized by :func:`fer.images.resize` (area averaging), so large faces do not alias."""
     side_px = max(1, round(side))
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
     matrix[0, 2] += side_px / 2.0 - centre[0]
     matrix[1, 2] += side_px / 2.0 - centre[1]
     patch = cv2.warpAffine(gray, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    interpolation = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interpolation)
+    return resize(patch, size)

@@ -16,15 +16,19 @@ from omegaconf import DictConfig, OmegaConf
 from fer.callbacks import FiniteWeights, ResumeState
 from fer.checkpoints import AtomicCheckpointIO
 from fer.classes import CLASSES
-from fer.data import FER2013DataModule
+from fer.data import FaceDataModule
 from fer.hardware import check_accelerator, resolve_precision, uses_gpu
+from fer.input_spec import InputSpec
 from fer.module import FERClassifier
 
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig) -> FER2013DataModule:
-    return instantiate(cfg.data, _convert_="all")
+def build_datamodule(cfg: DictConfig, input_spec: InputSpec | None = None) -> FaceDataModule:
+    """``cfg.data``'s DataModule. Evaluation passes its checkpoint's ``input_spec``, which then
+    decides ``data.image_size``, ``crop_size`` and ``channels``; training takes them from ``cfg.data``."""
+    overrides = input_spec.as_dict() if input_spec is not None else {}
+    return instantiate(cfg.data, **overrides, _convert_="all")
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
@@ -34,26 +38,30 @@ def balanced_class_weights(counts: list[int]) -> list[float]:
     return [total / (len(counts) * max(count, 1)) for count in counts]
 
 
-def build_module(cfg: DictConfig, datamodule: FER2013DataModule) -> FERClassifier:
+def build_module(cfg: DictConfig, train_class_counts: list[int] | None = None) -> FERClassifier:
     """The LightningModule for ``cfg.model`` with plain (checkpoint-safe) hyperparameters:
-    ``cfg.module`` holds :class:`FERClassifier`'s arguments. It names no ``_target_``: every entry
-    point reloads a FERClassifier from checkpoints, so no other class could take its place.
+    ``cfg.module`` holds :class:`FERClassifier`'s arguments, and ``cfg.data`` its
+    :class:`~fer.input_spec.InputSpec`. It names no ``_target_``: every entry point reloads a
+    FERClassifier from checkpoints, so no other class could take its place.
 
-    ``module.class_weights: balanced`` is turned into numbers from the train split's class counts.
+    ``module.class_weights: balanced`` is turned into numbers from ``train_class_counts``.
     """
     module_cfg: dict[str, Any] = OmegaConf.to_container(cfg.module, resolve=True)
     weights = module_cfg.get("class_weights")
     if weights == "balanced":
-        module_cfg["class_weights"] = balanced_class_weights(datamodule.class_counts("train"))
+        if train_class_counts is None:
+            raise ValueError("module.class_weights=balanced needs the train split's class counts: pass train_class_counts.")
+        module_cfg["class_weights"] = balanced_class_weights(train_class_counts)
         log.info("Balanced class weights: %s", dict(zip(CLASSES, module_cfg["class_weights"])))
     elif isinstance(weights, str):
         raise ValueError(f"module.class_weights={weights!r} must be null, 'balanced' or a list of {len(CLASSES)} numbers.")
     net = OmegaConf.to_container(cfg.model, resolve=True)
-    check_cache_frozen(net, datamodule, module_cfg)
-    return FERClassifier(net=net, input_spec=datamodule.input_spec, **module_cfg)
+    spec = InputSpec.from_data_config(cfg.data)
+    check_cache_frozen(net, cfg.data, spec, module_cfg)
+    return FERClassifier(net=net, input_spec=spec.as_dict(), **module_cfg)
 
 
-def check_cache_frozen(net: dict[str, Any], datamodule: FER2013DataModule, module_cfg: dict[str, Any]) -> None:
+def check_cache_frozen(net: dict[str, Any], data: DictConfig, spec: InputSpec, module_cfg: dict[str, Any]) -> None:
     """``model.cache_frozen`` pays only when every epoch feeds the same images: refuse the settings
     under which no image recurs, rather than fill memory for nothing."""
     if not net.get("cache_frozen"):
@@ -61,8 +69,8 @@ def check_cache_frozen(net: dict[str, Any], datamodule: FER2013DataModule, modul
     changing = [
         name
         for name, on in (
-            ("data.augment=true", datamodule.augment is not None),
-            (f"data.crop_size={datamodule.crop_size} < data.image_size={datamodule.image_size}", datamodule.crop_size < datamodule.image_size),
+            ("data.augment=true", bool(data.get("augment"))),
+            (f"data.crop_size={spec.crop_size} < data.image_size={spec.image_size}", spec.crop_size < spec.image_size),
             ("module.mixup_alpha > 0", module_cfg.get("mixup_alpha", 0) > 0),
             ("module.cutmix_alpha > 0", module_cfg.get("cutmix_alpha", 0) > 0),
         )

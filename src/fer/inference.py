@@ -1,51 +1,39 @@
-"""Use a trained model on any image: arrays, PIL images or files, of any size and colour.
+"""Use a trained model on any image: arrays, PIL images, encoded bytes or files, of any size and colour.
 
-Every input goes the way the test faces go: grayscale uint8 -> 48x48 face (FER-2013's size) ->
-resized to the checkpoint's ``input_spec["image_size"]`` (:func:`fer.data.transforms.eval_transform`)
--> the model, which crops, scales, adapts channels and applies its test-time augmentation itself.
+Every input goes the way the test faces go: 48x48 grayscale face (:func:`fer.images.to_face`) ->
+resized to the checkpoint's ``input_spec.image_size`` (:func:`fer.data.transforms.eval_transform`)
+-> the model, which crops, scales, adapts channels and applies its test-time augmentation itself
+(:meth:`FERClassifier.predict_logits`, views from :mod:`fer.tta`).
 
-- :func:`predict` (also ``FERClassifier.predict``) takes each image as one face: the whole image
-  is resized to 48x48. Use it on face crops.
+- :func:`predict` takes each image as one face: the whole image is resized to 48x48. Use it on
+  face crops.
 - :func:`predict_image` finds the faces in a photo first (:class:`fer.faces.FaceDetector`), except
   for images that already are face crops (:func:`is_face_crop`), which are classified as they are.
-
-Arrays are read channels-last and, with three or four channels, as RGB(A) like PIL and matplotlib
-(an OpenCV ``imread`` array is BGR: convert it with ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``; for
-grayscale the difference is small). Alpha is dropped.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer.classes import CLASSES
-from fer.data.sources import IMAGE_SIZE
 from fer.data.transforms import eval_transform
 from fer.faces import Box, FaceDetector
+from fer.images import IMAGE_SIZE, ImageInput, ImageReadError, load_image, resize, to_gray
+from fer.input_spec import InputSpec
 
 if TYPE_CHECKING:
     from fer.module import FERClassifier
 
-ImageInput = np.ndarray | Image.Image | str | os.PathLike
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
 # An image this small, square and grayscale is taken to be a face crop already (FER-2013 style):
 # the cascade cannot find faces much smaller than the image in it, and photos are rarely this small.
 CROP_MAX_SIDE = 96
 GRAY_TOLERANCE = 8
-
-
-class ImageReadError(ValueError):
-    """An input could not be read or is not an image this module understands; says which and why."""
 
 
 class Prediction(NamedTuple):
@@ -66,26 +54,6 @@ class FacePrediction:
     probabilities: np.ndarray
 
 
-def load_image(image: ImageInput) -> np.ndarray:
-    """Any supported input -> uint8 HxW (grayscale) or HxWx3 (RGB) array."""
-    if isinstance(image, (str, os.PathLike)):
-        return _read_file(Path(image))
-    if isinstance(image, Image.Image):
-        return _from_pil(image)
-    if isinstance(image, np.ndarray):
-        return _from_array(image)
-    raise ImageReadError(
-        f"Cannot use a {type(image).__name__} as an image: pass a numpy array (HxW, HxWx3 or HxWx4), "
-        "a PIL image or a file path."
-    )
-
-
-def to_gray(image: ImageInput) -> np.ndarray:
-    """Any supported input -> uint8 HxW grayscale (ITU-R 601 luma, as PIL's ``convert('L')``)."""
-    array = load_image(image)
-    return array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
-
-
 def is_face_crop(image: np.ndarray, max_side: int = CROP_MAX_SIDE) -> bool:
     """True for a square grayscale image of at most ``max_side`` pixels (e.g. a 48x48 FER-2013
     face): such an image is classified as it is, without face detection. Three channels count as
@@ -99,26 +67,18 @@ def is_face_crop(image: np.ndarray, max_side: int = CROP_MAX_SIDE) -> bool:
     return int(np.abs(channels - channels[..., :1]).max()) <= GRAY_TOLERANCE
 
 
-def resize_face(gray: np.ndarray) -> np.ndarray:
-    """A grayscale face of any size -> 48x48, FER-2013's size (area averaging when shrinking)."""
-    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE):
-        return gray
-    shrink = gray.shape[0] > IMAGE_SIZE or gray.shape[1] > IMAGE_SIZE
-    return cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def face_input(gray: np.ndarray, input_spec: dict[str, int]) -> np.ndarray:
+def face_input(gray: np.ndarray, input_spec: InputSpec) -> np.ndarray:
     """A grayscale face of any size -> the uint8 image the model evaluates: 48x48, then resized
     to the checkpoint's ``image_size``, as the evaluation loaders do (the model takes its centre
     crop, or ten crops with ``tta=tencrop``, itself)."""
-    transform = _eval_transform(input_spec["image_size"])
-    face = resize_face(gray)
+    transform = _eval_transform(input_spec.image_size)
+    face = resize(gray, IMAGE_SIZE)
     return face if transform is None else transform(image=face)["image"]
 
 
-def prepare_faces(faces: Sequence[np.ndarray], input_spec: dict[str, int]) -> torch.Tensor:
+def prepare_faces(faces: Sequence[np.ndarray], input_spec: InputSpec) -> torch.Tensor:
     """Grayscale faces -> uint8 tensor [N, 1, S, S] (S = ``image_size``), the model's input."""
-    size = input_spec["image_size"]
+    size = input_spec.image_size
     if not faces:
         return torch.empty((0, 1, size, size), dtype=torch.uint8)
     return torch.from_numpy(np.stack([face_input(face, input_spec) for face in faces])).unsqueeze(1)
@@ -159,7 +119,7 @@ def predict_image(
 ) -> list[FacePrediction]:
     """Every face of one image (an empty list when none is found); a face crop is used as it is."""
     array = load_image(image)
-    gray = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
+    gray = to_gray(array)
     height, width = gray.shape
     if is_face_crop(array, crop_max_side):
         boxes, crops, aligned, source = [Box(0, 0, width, height)], [gray], [False], "crop"
@@ -189,66 +149,3 @@ def as_batch(images: Any) -> list[ImageInput]:
 @lru_cache(maxsize=8)
 def _eval_transform(image_size: int) -> Any:
     return eval_transform(image_size, image_size)
-
-
-def _read_file(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return _from_pil(ImageOps.exif_transpose(image))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-        if isinstance(error, FileNotFoundError):
-            reason = "no such file"
-        elif isinstance(error, UnidentifiedImageError):
-            reason = "not an image Pillow can decode (damaged, or not an image file)"
-        else:
-            reason = str(error)
-        raise ImageReadError(f"Cannot read image {path}: {reason}.") from error
-
-
-def _from_pil(image: Image.Image) -> np.ndarray:
-    if image.mode == "L":
-        return np.asarray(image, dtype=np.uint8)
-    if image.mode.startswith("I"):
-        return _from_array(np.asarray(image))
-    if image.mode == "F":
-        raise ImageReadError("32-bit float images (PIL mode F) are not supported: save the image as 8-bit.")
-    if image.mode in ("1", "LA", "La"):
-        return np.asarray(image.convert("L"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _from_array(array: np.ndarray) -> np.ndarray:
-    """Check and convert an array to uint8 HxW or HxWx3 (RGB)."""
-    if array.ndim == 3 and array.shape[-1] in (1, 2):
-        array = array[..., 0]
-    elif array.ndim == 3 and array.shape[-1] == 4:
-        array = array[..., :3]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)) or 0 in array.shape:
-        raise ImageReadError(
-            f"An image array must be HxW, HxWx3 or HxWx4 (channels last), got shape {array.shape}"
-            + (": transpose a CxHxW array with a.transpose(1, 2, 0)." if array.ndim == 3 and array.shape[0] in (1, 3, 4) else ".")
-        )
-    return np.ascontiguousarray(_to_uint8(array))
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        raise ImageReadError("Boolean arrays are masks, not images: convert to uint8 (0-255) first.")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-            raise ImageReadError(
-                f"Float image arrays must hold values in [0, 1], got [{array.min()}, {array.max()}]: "
-                "divide by 255 (or convert to uint8) first."
-            )
-        return np.rint(array * 255.0).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        low, high = int(array.min()), int(array.max())
-        if low >= 0 and high <= 255:
-            return array.astype(np.uint8)
-        if low >= 0 and high <= 65535:
-            return np.rint(array / 257.0).astype(np.uint8)  # 16-bit image
-        raise ImageReadError(f"Integer image values must be in 0..255 (or 0..65535 for 16-bit), got {low}..{high}.")
-    raise ImageReadError(f"Unsupported image dtype {array.dtype}: use uint8, or float in [0, 1].")

@@ -1,5 +1,9 @@
 """FERClassifier: the LightningModule that owns loss, optimisation and metrics for any network.
 
+Its neighbours own the rest: :mod:`fer.optim` builds the optimizer and schedule, :mod:`fer.tta`
+the test-time views, :mod:`fer.inference` turns images into predictions, and the entry points
+read each split's numbers from what ``trainer.validate``/``trainer.test`` return.
+
 Hyperparameters are kept plain (dicts, lists, numbers, strings) so that
 ``FERClassifier.load_from_checkpoint(path)`` works with torch's ``weights_only`` loading and with
 no Hydra and no config files.
@@ -13,7 +17,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
@@ -25,12 +28,13 @@ from torchmetrics.classification import (
 
 from fer.checkpoints import read_checkpoint
 from fer.classes import CLASSES, NUM_CLASSES
+from fer.input_spec import InputSpec
 from fer.mixing import mix_batch
 from fer.models import build_model, resolve
 from fer.models.frozen_cache import FrozenFeatureCache
+from fer.optim import build_optimizer, build_scheduler
+from fer.tta import centre_crop, check_mode, views
 
-TTA_MODES = ("none", "flip", "tencrop")
-PER_STEP_SCHEDULERS = ("OneCycleLR",)
 CALIBRATION_KEY = "calibration"
 
 
@@ -67,12 +71,12 @@ class FERClassifier(pl.LightningModule):
             ReduceLROnPlateau follows ``val/acc``.
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class loss weights in :data:`fer.classes.CLASSES` order, or None.
-        input_spec: how images are prepared (``image_size``, ``crop_size``, ``channels``), saved so
-            that :meth:`predict` prepares raw images exactly as training did.
+        input_spec: :class:`fer.input_spec.InputSpec` as a dict (``image_size``, ``crop_size``,
+            ``channels``), saved so that evaluation and prediction prepare images exactly as
+            training did; ``self.input_spec`` is the typed object.
         channels_last: run the network in channels-last memory format (faster convs on CPU and GPU).
-        tta: test-time augmentation for test and predict, logits averaged over the views: ``none``
-            (centre crop), ``flip`` (and its mirror) or ``tencrop`` (four corners and centre, and
-            their mirrors; needs inputs larger than ``crop_size``, else it is ``flip``).
+        tta: test-time augmentation for test and predict, logits averaged over the views
+            (:mod:`fer.tta`): ``none``, ``flip`` or ``tencrop``.
         val_tta: the same for validation during fit (default: ``tta``); a cheaper mode keeps
             per-epoch validation fast while the final test uses ten crops.
         pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
@@ -104,15 +108,14 @@ class FERClassifier(pl.LightningModule):
         for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
             if alpha < 0:
                 raise ValueError(f"module.{name}={alpha} must be >= 0 (0 switches it off; 0.2-1.0 are usual).")
-        for name, mode in (("tta", tta), ("val_tta", val_tta or tta)):
-            if mode not in TTA_MODES:
-                raise ValueError(f"module.{name}={mode!r} must be one of {', '.join(TTA_MODES)}.")
+        check_mode(tta, "module.tta")
+        check_mode(val_tta or tta, "module.val_tta")
         if class_weights is not None and len(class_weights) != NUM_CLASSES:
             raise ValueError(f"module.class_weights needs {NUM_CLASSES} values ({', '.join(CLASSES)}), got {len(class_weights)}.")
         net = resolve(net)  # an old checkpoint's legacy name is saved and reported as its net's name now
         self.save_hyperparameters(ignore=["pretrained_init"])  # reads the arguments' current values
-        self.input_spec = dict(input_spec or {"image_size": 48, "crop_size": 48, "channels": 1})
-        self.net = build_model(**net, input_size=self.input_spec["crop_size"], num_classes=NUM_CLASSES)
+        self.input_spec = InputSpec.from_dict(input_spec)
+        self.net = build_model(**net, input_size=self.input_spec.crop_size, num_classes=NUM_CLASSES)
         if pretrained_init and hasattr(self.net, "load_pretrained"):
             self.net.load_pretrained()
         if channels_last:
@@ -129,7 +132,6 @@ class FERClassifier(pl.LightningModule):
         self.val_metrics = eval_metrics()
         self.test_metrics = eval_metrics()
         self.val_acc_best = MaxMetric()
-        self.results: dict[str, dict[str, Any]] = {}
         # per-image (logits, labels) of the last validate/test run outside fit, in loader order
         self.outputs: dict[str, tuple[Tensor, Tensor]] = {}
         self._collected: list[tuple[Tensor, Tensor]] = []
@@ -164,11 +166,8 @@ class FERClassifier(pl.LightningModule):
 
     def use_tta(self, tta: str | None) -> None:
         """Score with ``tta`` from now on (an entry point's ``tta=`` option); None keeps the checkpoint's."""
-        if tta is None:
-            return
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta={tta!r} must be null (the checkpoint's) or one of {', '.join(TTA_MODES)}.")
-        self.tta = tta
+        if tta is not None:
+            self.tta = check_mode(tta, null_keeps=True)
 
     def configure_model(self) -> None:
         """The Trainer calls this before each run; compiling once is enough."""
@@ -179,7 +178,7 @@ class FERClassifier(pl.LightningModule):
     def prepare(self, x: Tensor) -> Tensor:
         """uint8 (or float in [0, 1]) images [B, C, H, W] -> the float input the network expects,
         centre-cropped to ``crop_size`` if larger."""
-        x = self._centre_crop(x)
+        x = centre_crop(x, self.input_spec.crop_size)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         want = self.net.in_channels
@@ -189,40 +188,15 @@ class FERClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _centre_crop(self, x: Tensor) -> Tensor:
-        crop = self.input_spec["crop_size"]
-        if x.shape[-1] <= crop and x.shape[-2] <= crop:
-            return x
-        top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-        return x[..., top : top + crop, left : left + crop]
-
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self.prepare(x))
 
     def predict_logits(self, x: Tensor, tta: str | None = None) -> Tensor:
         """Logits averaged over the views of ``tta`` (default: the configured test-time
-        augmentation), all views in one forward pass."""
-        tta = tta or self.tta
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta={tta!r} must be one of {', '.join(TTA_MODES)}.")
-        views = [x]
-        crop = self.input_spec["crop_size"]
-        if tta == "tencrop" and x.shape[-1] > crop:
-            height, width = x.shape[-2:]
-            corners = ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop))
-            views = [x[..., top : top + crop, left : left + crop] for top, left in corners]
-            views.append(self._centre_crop(x))
-        if tta != "none":
-            views += [v.flip(-1) for v in views]
-        logits = self(torch.cat(views)) if len(views) > 1 else self(x)
-        return logits.view(len(views), x.shape[0], -1).mean(dim=0)
-
-    def predict(self, images: Any, batch_size: int = 256) -> Any:
-        """Expressions of face images (arrays of any size, PIL images or paths), each taken whole as
-        one face: ``(labels, probabilities [N, 7])``. See :func:`fer.inference.predict`."""
-        from fer.inference import predict  # imported here so that importing the module stays light
-
-        return predict(self, images, batch_size=batch_size)
+        augmentation, :func:`fer.tta.views`), all views in one forward pass."""
+        batch = views(x, tta or self.tta, self.input_spec.crop_size)
+        logits = self(torch.cat(batch)) if len(batch) > 1 else self(x)
+        return logits.view(len(batch), x.shape[0], -1).mean(dim=0)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Cross-entropy against class indices [B] or, for mixed batches, class probabilities
@@ -304,7 +278,8 @@ class FERClassifier(pl.LightningModule):
         self._log_eval("test", self.test_loss, self.test_metrics)
 
     def _log_eval(self, stage: str, loss_metric: MeanMetric, metrics: MetricCollection) -> dict[str, Any]:
-        """Log scalars (and per-class accuracy); keep everything, confusion matrix too, in ``results``.
+        """Log the scalars (per-class accuracy too), which ``trainer.validate/test`` return; the
+        confusion matrix comes from the per-image outputs (:func:`fer.scoring.split_results`).
 
         Under DDP, ``compute()`` already reduces the metric states over all processes, so every rank
         logs the same global values (Lightning's "use sync_dist=True" warning does not apply).
@@ -312,7 +287,6 @@ class FERClassifier(pl.LightningModule):
         results = {"loss": loss_metric.compute().item(), **summarise(metrics.compute())}
         self.log(f"{stage}/acc", results["acc"], prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in results.items() if k not in ("acc", "confusion")})
-        self.results[stage] = results
         if self._collected:
             self.outputs[stage] = self._gather_outputs()
         metrics.reset()
@@ -342,31 +316,7 @@ class FERClassifier(pl.LightningModule):
         return all_logits, all_labels
 
     def configure_optimizers(self) -> dict[str, Any]:
-        options = dict(self.hparams.optimizer)
-        optimizer_class = get_class(options.pop("_target_"))
-        if not issubclass(optimizer_class, torch.optim.Optimizer):
-            raise ValueError(f"module.optimizer._target_={optimizer_class} is not a torch.optim optimizer.")
-        optimizer = optimizer_class([p for p in self.parameters() if p.requires_grad], **options)
+        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        options = dict(self.hparams.scheduler)
-        scheduler_class = get_class(options.pop("_target_"))
-        name = scheduler_class.__name__
-        interval = "step" if name in PER_STEP_SCHEDULERS else "epoch"
-        if name == "OneCycleLR":
-            options.setdefault("total_steps", int(self.trainer.estimated_stepping_batches))
-            if options.get("pct_start", 0.3) * options["total_steps"] == 1:
-                raise ValueError(
-                    "The one-cycle schedule warms up for pct_start x total_steps = 1 of its "
-                    f"{options['total_steps']} optimizer steps, where torch's OneCycleLR divides by zero. "
-                    "Change trainer.max_epochs, data.batch_size or module.scheduler.pct_start."
-                )
-        if name == "CosineAnnealingLR":
-            options.setdefault("T_max", self.trainer.max_epochs)
-        if name == "ReduceLROnPlateau":
-            options.setdefault("mode", "max")
-        scheduler = scheduler_class(optimizer, **options)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/acc"},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.hparams.scheduler, self.trainer)}

@@ -32,6 +32,7 @@ from fer.data.sources import FERData
 from fer.inference import prepare_faces
 from fer.predictions import PREDICTIONS_FILE, load_predictions
 from fer.rundir import read_metrics
+from fer.tta import centre_crop
 
 if TYPE_CHECKING:
     from fer.module import FERClassifier
@@ -205,19 +206,13 @@ def gradcam_layer(net: nn.Module) -> nn.Module:
     raise ValueError(f"Grad-CAM here hooks the max-pool after the last convolution, and {type(net).__name__} has none.")
 
 
-def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` of [N, C, H, W] images: the view the model scores."""
-    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
-    return images[..., top : top + size, left : left + size]
-
-
 def gradcam(
     model: FERClassifier, faces: Sequence[np.ndarray], targets: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM maps [N, S, S] in [0, 1] over the centre crop the model scores (``crop_size``),
     for the predicted class (or ``targets``), and the probabilities [N, 7]. Uses the plain forward
     pass (no test-time augmentation). Not inside ``torch.inference_mode``: it needs gradients."""
-    inputs = centre_crop(prepare_faces(faces, model.input_spec), model.input_spec["crop_size"]).to(model.device)
+    inputs = centre_crop(prepare_faces(faces, model.input_spec), model.input_spec.crop_size).to(model.device)
     captured: dict[str, torch.Tensor] = {}
 
     def keep_activation(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -252,7 +247,7 @@ def gradcam_figure(
     """Each face (top) and its Grad-CAM for the predicted class over it (bottom), titled
     ``predicted probability`` and, given ``labels``, the true class."""
     cams, probabilities = gradcam(model, faces)
-    views = centre_crop(prepare_faces(faces, model.input_spec), model.input_spec["crop_size"])[:, 0].numpy()
+    views = centre_crop(prepare_faces(faces, model.input_spec), model.input_spec.crop_size)[:, 0].numpy()
     figure = new_figure(1.6 * len(faces) + 0.4, 3.6)
     for index, (view, cam, probs) in enumerate(zip(views, cams, probabilities)):
         predicted = int(probs.argmax())

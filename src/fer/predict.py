@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 from fer.classes import CLASSES
 from fer.cli import entry_point
 from fer.faces import FaceDetector
-from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
+from fer.images import IMAGE_SUFFIXES, ImageReadError, load_image
+from fer.inference import FacePrediction, predict_image
 from fer.module import FERClassifier
 from fer.rundir import run_metadata, save_config, write_json
 

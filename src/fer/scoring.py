@@ -10,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from fer.calibration import calibration_report, fit_temperature
+from fer.classes import CLASSES, NUM_CLASSES
 from fer.module import FERClassifier
 from fer.predictions import SplitPredictions, score_report
 
@@ -25,8 +26,15 @@ def split_outputs(module: FERClassifier, datamodule: Any, stage: str, split: str
     return SplitPredictions(data.names, labels.numpy(), logits.numpy(), tta)
 
 
-def with_report(results: dict[str, Any], predictions: SplitPredictions, temperature: float) -> dict[str, Any]:
-    """``results`` of one split plus intervals and calibration (:func:`fer.predictions.score_report`)."""
+def split_results(logged: list[dict[str, float]], stage: str, predictions: SplitPredictions, temperature: float) -> dict[str, Any]:
+    """One split's entry of ``metrics.json``: the numbers ``trainer.validate``/``trainer.test``
+    returned (``<stage>/loss``, ``/acc``, ...), the confusion matrix counted from the per-image
+    predictions, then intervals and calibration (:func:`fer.predictions.score_report`)."""
+    (values,) = logged  # one evaluation loader
+    names = ["loss", "acc", "acc_macro", "f1_macro", *(f"acc_{c}" for c in CLASSES)]
+    results: dict[str, Any] = {name: values[f"{stage}/{name}"] for name in names}
+    cells = np.bincount(predictions.labels * NUM_CLASSES + predictions.predicted, minlength=NUM_CLASSES**2)
+    results["confusion"] = cells.reshape(NUM_CLASSES, NUM_CLASSES).tolist()
     return {**results, **score_report(predictions, temperature)}
 
 

@@ -27,7 +27,7 @@ from fer.plots import plot_run
 from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.resume import checkpoint_to_resume
 from fer.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
-from fer.scoring import calibrate, split_outputs, with_report
+from fer.scoring import calibrate, split_outputs, split_results
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule.class_counts("train"))
     if ckpt_path:
         resumed = read_checkpoint(ckpt_path)
         check_fits(ckpt_path, resumed, module)
@@ -64,8 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": checkpoint,
         "fit_seconds": round(fit_seconds, 1),
     }
-    trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
-    val_results = module.results["val"]  # calibrate() may validate again, with the test-time augmentation
+    val_logged = trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
     splits = {"val": split_outputs(module, datamodule, "val", "val", module.val_tta)}
     metrics["calibration"], fitted_on = calibrate(trainer, module, datamodule, checkpoint or None, splits["val"])
     if fitted_on is not splits["val"]:
@@ -73,11 +72,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint and trainer.is_global_zero:
         update_checkpoint(checkpoint, **{CALIBRATION_KEY: metrics["calibration"]})
     trainer.strategy.barrier()  # every rank's test reloads the checkpoint, temperature included
-    metrics["val"] = with_report(val_results, splits["val"], module.temperature)
+    metrics["val"] = split_results(val_logged, "val", splits["val"], module.temperature)
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
+        test_logged = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None, verbose=False)
         splits["test"] = split_outputs(module, datamodule, "test", "test", module.tta)
-        metrics["test"] = with_report(module.results["test"], splits["test"], module.temperature)
+        metrics["test"] = split_results(test_logged, "test", splits["test"], module.temperature)
     metrics["predictions"] = PREDICTIONS_FILE
     metrics["wall_seconds"] = round(time.time() - started, 1)
     metrics.update(metadata)

@@ -26,22 +26,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader
 
 from fer.classes import CLASSES, canonical_class
-from fer.data.datamodule import FaceDataset, face_loader
-from fer.data.sources import IMAGE_SIZE, DatasetError, FERData
-from fer.data.transforms import eval_transform
+from fer.data.base import FaceDataModule
+from fer.data.sources import DatasetError, FERData
 from fer.faces import FaceDetector
-from fer.inference import IMAGE_SUFFIXES, ImageReadError, resize_face, to_gray
-
-if TYPE_CHECKING:
-    from fer.module import FERClassifier
+from fer.images import IMAGE_SIZE, IMAGE_SUFFIXES, ImageReadError, is_image_file, resize, to_gray
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +113,7 @@ def read_folder(
     )
 
 
-class FolderDataModule(pl.LightningDataModule):
+class FolderDataModule(FaceDataModule):
     """A labelled folder as one evaluation set (split ``test``), prepared like FER-2013's test split.
 
     ``image_size``, ``crop_size`` and ``channels`` come from the checkpoint in ``fer.evaluate``.
@@ -139,23 +133,13 @@ class FolderDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(image_size, crop_size, channels, batch_size, eval_batch_size, num_workers, pin_memory)
         _compile(label_pattern)
         self.root = os.fspath(root)
         self.label_pattern = label_pattern
         self.label_map = label_map
         self.detect_faces = detect_faces
-        self.image_size = image_size
-        self.crop_size = crop_size or image_size
-        self.channels = channels
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.folder: FolderData | None = None
-
-    @property
-    def input_spec(self) -> dict[str, int]:
-        return {"image_size": self.image_size, "crop_size": self.crop_size, "channels": self.channels}
 
     @property
     def data(self) -> FERData:
@@ -173,48 +157,22 @@ class FolderDataModule(pl.LightningDataModule):
         if self.folder is None:
             detector = FaceDetector() if self.detect_faces else None
             self.folder = read_folder(self.root, self.label_pattern, self.label_map, detector)
-            log.info("Folder %s: %d scored images, %s", self.root, len(self.folder.known), self.class_counts())
-
-    def class_counts(self, split: str = SPLIT) -> list[int]:
-        """Scored images per class, in :data:`fer.classes.CLASSES` order."""
-        self._check_split(split)
-        return np.bincount(self.data.labels, minlength=len(CLASSES)).tolist()
+            log.info("Folder %s: %d scored images, %s", self.root, len(self.folder.known), self.class_counts(SPLIT))
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader(SPLIT)
 
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """All scored images; the folder is one evaluation set, so ``split`` must be ``test``."""
-        data = self.split_data(split)
-        # the whole resized image, as FER2013DataModule: the model takes its own centre (or ten) crops
-        dataset = FaceDataset(data.images, data.labels, eval_transform(self.image_size, self.image_size), self.channels)
-        return face_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
-
-    def report(self, model: FERClassifier) -> dict[str, Any]:
-        """What the metrics file adds for a folder: where labels came from, counts, and for each
-        class the model does not know, its count and what the model predicted for it."""
+    def describe(self) -> dict[str, Any]:
+        """Where the labels came from and how many images each class has, for ``metrics.json``."""
         folder = self.folder
-        unknown = {}
-        for name, images in folder.unknown.items():
-            prediction = model.predict(images, batch_size=self.eval_batch_size)
-            counts = Counter(prediction.labels)
-            unknown[name] = {
-                "count": len(images),
-                "predicted": {c: counts.get(c, 0) for c in CLASSES},
-                "mean_probabilities": dict(zip(CLASSES, prediction.probabilities.mean(axis=0).round(4).tolist())),
-                "examples": folder.unknown_names[name][:5],
-            }
         return {
-            "dataset": {
-                "root": str(Path(self.root).resolve()),
-                "labels_from": "file names" if self.label_pattern else "class folders",
-                "label_pattern": self.label_pattern,
-                "label_counts": folder.label_counts,
-                "scored": dict(zip(CLASSES, self.class_counts())),
-                "detect_faces": self.detect_faces,
-                "no_face": folder.no_face,
-            },
-            "unknown_classes": unknown,
+            "root": str(Path(self.root).resolve()),
+            "labels_from": "file names" if self.label_pattern else "class folders",
+            "label_pattern": self.label_pattern,
+            "label_counts": folder.label_counts,
+            "scored": dict(zip(CLASSES, self.class_counts(SPLIT))),
+            "detect_faces": self.detect_faces,
+            "no_face": folder.no_face,
         }
 
     @staticmethod
@@ -239,8 +197,8 @@ def _labelled_files(root: Path, pattern: re.Pattern[str] | None) -> list[tuple[P
     """``(image, raw label)`` pairs; files that are not images are counted in the log, and in
     file-name mode an image whose name does not match the pattern is an error."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    others = [str(p.relative_to(root)) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    images = [p for p in files if is_image_file(p)]
+    others = [str(p.relative_to(root)) for p in files if not is_image_file(p)]
     if others:
         log.warning("Ignored %d files that are not images under %s, e.g. %s", len(others), root, others[:3])
     if pattern is not None:
@@ -268,8 +226,8 @@ def _read_face(file: Path, detector: FaceDetector | None) -> tuple[np.ndarray, b
     except ImageReadError as error:
         raise DatasetError(f"{error} Replace or delete the file.") from error
     if detector is None:
-        return resize_face(gray), True
+        return resize(gray, IMAGE_SIZE), True
     faces = detector.faces(gray, IMAGE_SIZE)
     if not faces:
-        return resize_face(gray), False
+        return resize(gray, IMAGE_SIZE), False
     return max(faces, key=lambda f: f.box.w * f.box.h).crop, True

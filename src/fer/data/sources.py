@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import logging
 import os
 import zipfile
@@ -23,16 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from fer.classes import CLASSES, class_index
+from fer.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, to_face
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 48
 USAGES = ("Training", "PublicTest", "PrivateTest")
 UNKNOWN_TEST_HALF = "Test"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FOLDERS = ("train", "test")
 _LAYOUT = (
     "FER-2013's Kaggle layout is train/<class>/Training_*.jpg and test/<class>/{PublicTest,PrivateTest}_*.jpg "
@@ -40,7 +37,7 @@ _LAYOUT = (
 )
 # files a data.root folder may hold the dataset as (fer2013/fer2013.csv: the ICML tarball, extracted)
 CANDIDATES = ("fer2013.zip", "fer2013.csv", "fer2013/fer2013.csv", "archive.zip")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: images not 48x48 gray are converted by fer.images (OpenCV), no longer PIL
 HOW_TO_GET = (
     "Download FER-2013 from https://www.kaggle.com/datasets/msambare/fer2013 (the zip, or its "
     "extracted train/ and test/ folders) or the ICML fer2013.csv, then set data.root=PATH or the "
@@ -204,7 +201,7 @@ def _decode(entries: Iterable[_Entry], source: str) -> FERData:
     # split picks the same images from a folder and from any zip of it
     for entry in sorted(entries, key=lambda e: (e.folder != "train", e.class_name, e.file_name)):
         counts.setdefault((entry.folder, entry.class_name), 0)
-        if entry.file_name.startswith(".") or not entry.file_name.lower().endswith(IMAGE_SUFFIXES):
+        if not is_image_file(entry.file_name):
             ignored.append(f"{entry.folder}/{entry.class_name}/{entry.file_name}")
             continue
         try:
@@ -239,19 +236,14 @@ def _decode(entries: Iterable[_Entry], source: str) -> FERData:
 
 
 def _decode_image(blob: bytes, name: str, source: str) -> tuple[np.ndarray, bool]:
+    """A 48x48 grayscale face (:func:`fer.images.to_face`) and whether it had to be converted."""
     try:
-        with Image.open(io.BytesIO(blob)) as image:
-            image.load()
-            converted = image.mode != "L" or image.size != (IMAGE_SIZE, IMAGE_SIZE)
-            if image.mode != "L":
-                image = image.convert("L")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8), converted
-    except (OSError, SyntaxError, ValueError) as error:
+        image = load_image(blob)
+    except ImageReadError as error:
         raise DatasetError(
-            f"Corrupt or unreadable image {name} in {source}: {error}. Replace or delete the file."
+            f"Corrupt or unreadable image {name} in {source}: {error.__cause__ or error}. Replace or delete the file."
         ) from error
+    return to_face(image), image.shape != (IMAGE_SIZE, IMAGE_SIZE)
 
 
 def _usage_from_name(folder: str, file_name: str) -> str:

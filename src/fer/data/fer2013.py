@@ -4,87 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from fer.classes import CLASSES
+from fer.data.base import FaceDataModule
 from fer.data.batch_augment import BatchAugment
+from fer.data.dataset import FaceDataset, face_loader
 from fer.data.quality import check_sharpness
-from fer.data.sources import IMAGE_SIZE, FERData, load_fer2013
+from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import drop_leaks, make_splits
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
+from fer.images import IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 AUGMENT_ON = ("loader", "device")
 
 
-class FaceDataset(Dataset):
-    """uint8 faces -> (uint8 tensor [C, H, W], label). Scaling to float happens in the model.
-
-    Loaders fetch whole batches (``__getitems__``, with :func:`face_loader`): without a per-image
-    transform a batch is one tensor index, on the CPU or, after :meth:`to`, on the GPU.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None, channels: int = 1) -> None:
-        self.images = torch.as_tensor(images, dtype=torch.uint8)
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.transform = transform
-        self.channels = channels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.__getitems__([index])
-        return images[0], labels[0]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch: uint8 [B, C, H, W] and labels [B]."""
-        index = torch.as_tensor(indices, dtype=torch.long)
-        if self.images.is_cuda:  # a pinned, asynchronous copy: a plain one would wait for the GPU
-            index = index.pin_memory()
-        index = index.to(self.images.device, non_blocking=True)
-        if self.transform is None:
-            images = self.images[index]
-        else:
-            images = torch.stack([self._transformed(i) for i in indices])
-        images = images.unsqueeze(1)
-        if self.channels != 1:
-            images = images.expand(-1, self.channels, -1, -1).contiguous()
-        return images, self.labels[index]
-
-    def _transformed(self, index: int) -> torch.Tensor:
-        # albumentations draws from its own generators, which global seeds do not reach: seed
-        # them from torch's stream so augmented runs repeat, and resume, exactly
-        self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
-        image = self.transform(image=self.images[index].numpy())["image"]
-        return torch.from_numpy(np.ascontiguousarray(image))
-
-    def to(self, device: torch.device) -> FaceDataset:
-        """Keep the images on ``device`` (for ``data.on_device``); needs no per-image transform."""
-        if self.transform is not None:
-            raise ValueError("A dataset with a per-image transform must stay on the CPU.")
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return self
-
-
-def face_loader(dataset: FaceDataset, **kwargs: Any) -> DataLoader:
-    """A DataLoader that fetches whole batches from a :class:`FaceDataset` (no per-image collate)."""
-    return DataLoader(dataset, collate_fn=_as_batch, **kwargs)
-
-
-def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``__getitems__`` has stacked the batch already."""
-    return batch
-
-
-class FER2013DataModule(pl.LightningDataModule):
+class FER2013DataModule(FaceDataModule):
     """FER-2013 from a Kaggle folder, its zip or the ICML csv (see :mod:`fer.data.sources`).
 
     ``split`` picks the protocol (``official`` or ``kaggle``, see :func:`fer.data.splits.make_splits`);
@@ -119,14 +59,7 @@ class FER2013DataModule(pl.LightningDataModule):
         on_device: bool = False,
         min_sharpness: float = 25.0,
     ) -> None:
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"data.channels={channels} must be 1 (grayscale) or 3 (gray copied to RGB).")
-        crop_size = crop_size or image_size
-        if not 8 <= crop_size <= image_size:
-            raise ValueError(f"data.crop_size={crop_size} must be between 8 and data.image_size={image_size}.")
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"data.batch_size={batch_size} must be >= 1 and data.num_workers={num_workers} >= 0.")
+        super().__init__(image_size, crop_size, channels, batch_size, eval_batch_size, num_workers, pin_memory)
         self.root = os.fspath(root)
         self.cache_dir = cache_dir
         self.split = split
@@ -143,14 +76,8 @@ class FER2013DataModule(pl.LightningDataModule):
             )
         self.augment = AugmentConfig(**(aug or {})) if augment else None
         self.augment_on = augment_on
-        self.image_size = image_size
-        self.crop_size = crop_size
-        self.channels = channels
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         # pinning is for host-to-device copies, which on_device does away with
-        self.pin_memory = not on_device and (torch.cuda.is_available() if pin_memory is None else pin_memory)
+        self.pin_memory = self.pin_memory and not on_device
         self.persistent_workers = persistent_workers and num_workers > 0
         self.on_device = on_device
         self.min_sharpness = min_sharpness
@@ -158,11 +85,6 @@ class FER2013DataModule(pl.LightningDataModule):
         self.indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FaceDataset] = {}
         self.batch_augment: BatchAugment | None = None
-
-    @property
-    def input_spec(self) -> dict[str, int]:
-        """What the model sees, saved in checkpoints so that prediction prepares images the same way."""
-        return {"image_size": self.image_size, "crop_size": self.crop_size, "channels": self.channels}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -202,11 +124,6 @@ class FER2013DataModule(pl.LightningDataModule):
             raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
         return self.data.subset(self.indices[split])
 
-    def class_counts(self, split: str = "train") -> list[int]:
-        """Images per class in a split, in :data:`fer.classes.CLASSES` order."""
-        labels = self.datasets[split].labels
-        return torch.bincount(labels, minlength=len(CLASSES)).tolist()
-
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
 
@@ -230,13 +147,7 @@ class FER2013DataModule(pl.LightningDataModule):
         """An unshuffled, unaugmented loader over any split (``train``, ``val`` or ``test``)."""
         if split not in self.indices:
             raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
-        dataset = self.datasets[split]
-        if split == "train":  # the only split whose dataset augments
-            index = self.indices[split]
-            dataset = FaceDataset(
-                self.data.images[index], self.data.labels[index], eval_transform(self.image_size, self.image_size), self.channels
-            )
-        return face_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return super().eval_dataloader(split)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if self.on_device and self.trainer is not None:
