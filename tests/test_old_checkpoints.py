@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from fer import FERClassifier, load_model
-from fer.checkpoints import read_checkpoint
 from fer.models.vgg import SeedVGG
+from fer.run.checkpoints import read_checkpoint
 
 DATA = Path(__file__).parent / "data"
 OLD_VGG1 = DATA / "old_vgg1.ckpt"

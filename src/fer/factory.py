@@ -13,12 +13,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fer.callbacks import FiniteWeights, ResumeState
-from fer.checkpoints import AtomicCheckpointIO
 from fer.classes import CLASSES
 from fer.data import FER2013DataModule
 from fer.hardware import check_accelerator, resolve_precision, uses_gpu
 from fer.module import FERClassifier
+from fer.run.callbacks import FiniteWeights, ResumeState
+from fer.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def check_cache_frozen(net: dict[str, Any], datamodule: FER2013DataModule, modul
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     """The Trainer with ``precision: auto`` resolved for this machine, callbacks and loggers, plus
-    what every fit needs to survive a crash: RNG and log state in checkpoints (:mod:`fer.callbacks`)
-    and atomic checkpoint writes (:mod:`fer.checkpoints`)."""
+    what every fit needs to survive a crash: RNG and log state in checkpoints (:mod:`fer.run.callbacks`)
+    and atomic checkpoint writes (:mod:`fer.run.checkpoints`)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_accelerator(trainer_cfg.get("accelerator", "auto"))
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))

@@ -27,7 +27,7 @@ from fer.cli import entry_point
 from fer.faces import FaceDetector
 from fer.inference import IMAGE_SUFFIXES, FacePrediction, ImageReadError, load_image, predict_image
 from fer.module import FERClassifier
-from fer.rundir import run_metadata, save_config, write_json
+from fer.run.rundir import run_metadata, save_config, write_json
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import OneCycleLR
 
-from fer.loggers import CSVLogger
+from fer.run.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
 
