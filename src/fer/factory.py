@@ -17,7 +17,7 @@ from fer.classes import CLASSES
 from fer.data import FER2013DataModule
 from fer.hardware import check_accelerator, resolve_precision, uses_gpu
 from fer.module import FERClassifier
-from fer.run.callbacks import FiniteWeights, ResumeState
+from fer.run.callbacks import FiniteWeights, LogState, OneCycleLength, RNGState
 from fer.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     if uses_gpu(trainer_cfg.get("accelerator", "auto")):
         torch.set_float32_matmul_precision("high")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [ResumeState(), FiniteWeights()]
+    # OneCycleLength first: a resume it stops leaves the CSV log untrimmed
+    callbacks += [OneCycleLength(), RNGState(), LogState(), FiniteWeights()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer_cfg.update(overrides)
     trainer_cfg.setdefault("callbacks", callbacks)
