@@ -13,9 +13,9 @@ from conftest import synthetic_face
 
 from fer import FERClassifier
 from fer.calibration import calibration_report, fit_temperature, nll, reliability, softmax
-from fer.checkpoints import read_checkpoint, update_checkpoint
 from fer.inference import predict
 from fer.module import CALIBRATION_KEY
+from fer.run.checkpoints import read_checkpoint, update_checkpoint
 
 
 def test_ece_of_a_hand_made_case() -> None:

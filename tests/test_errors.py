@@ -22,7 +22,6 @@ from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixtu
 
 import fer.conf
 from fer import load_model
-from fer.checkpoints import CheckpointError
 from fer.classes import class_index
 from fer.cli import expected_error
 from fer.data import DatasetError
@@ -34,6 +33,7 @@ from fer.factory import build_datamodule
 from fer.module import FERClassifier
 from fer.plots import plot_run
 from fer.predict import predict
+from fer.run.checkpoints import CheckpointError
 from fer.train import main, train
 
 CONF = Path(fer.conf.__file__).parent

@@ -16,9 +16,9 @@ import pytest
 import torch
 from run_helpers import SLOW_ENV, cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
-from fer import resume
-from fer.checkpoints import AtomicCheckpointIO
 from fer.module import FERClassifier
+from fer.run import resume
+from fer.run.checkpoints import AtomicCheckpointIO
 from fer.train import main, train
 
 pytestmark = pytest.mark.usefixtures("skip_plots")
@@ -135,7 +135,7 @@ def test_checkpoint_write_is_atomic_when_it_fails_midway(tmp_path: Path, monkeyp
         handle.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("fer.checkpoints.torch.save", crash_midway)
+    monkeypatch.setattr("fer.run.checkpoints.torch.save", crash_midway)
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, target)
     kept = torch.load(target, weights_only=True)

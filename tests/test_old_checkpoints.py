@@ -1,19 +1,23 @@
 """Checkpoints written by older code (``tests/data/README.md`` says which commit and how) still
 load with and without Lightning's helper, rebuild the network they were and compute the logits
-they did."""
+they did, and give a resumed fit back the RNG states they saved."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from fer import FERClassifier, load_model
-from fer.checkpoints import read_checkpoint
 from fer.models.vgg import SeedVGG
+from fer.run.callbacks import RNGState, capture_rng
+from fer.run.checkpoints import read_checkpoint
 
 DATA = Path(__file__).parent / "data"
 OLD_VGG1 = DATA / "old_vgg1.ckpt"
@@ -35,3 +39,18 @@ def test_a_vgg1_checkpoint_saved_as_seed_vgg_loads_as_vgg1(load) -> None:
     with torch.no_grad():
         logits = model(torch.from_numpy(expected["images"]))
     torch.testing.assert_close(logits, torch.from_numpy(expected["logits"]))
+
+
+def test_the_rng_state_an_old_checkpoint_saved_under_resume_state_is_restored_on_resume() -> None:
+    """``ResumeState`` (split since into RNGState, LogState and OneCycleLength) saved the RNGs under
+    its own name; RNGState reads and writes that key, so such a checkpoint resumes the same stream."""
+    checkpoint = read_checkpoint(OLD_VGG1)
+    assert RNGState().state_key == "ResumeState" and "rng" in checkpoint["callbacks"]["ResumeState"]
+    saved = checkpoint["callbacks"]["ResumeState"]["rng"]
+    before, fitting = capture_rng(), SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    try:
+        RNGState().on_load_checkpoint(fitting, None, checkpoint)
+        assert torch.equal(torch.get_rng_state(), saved["torch"])
+        assert np.random.get_state()[2] == saved["numpy"][2] and list(random.getstate()[1]) == saved["python"][1]
+    finally:
+        RNGState().on_load_checkpoint(fitting, None, {"callbacks": {"ResumeState": {"rng": before}}})

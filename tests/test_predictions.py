@@ -12,11 +12,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Callback
 
-from fer.checkpoints import read_checkpoint
 from fer.data import FER2013DataModule
 from fer.evaluate import evaluate
 from fer.module import FERClassifier
 from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions
+from fer.run.checkpoints import read_checkpoint
 from fer.stats import bootstrap_intervals
 from fer.train import train
 

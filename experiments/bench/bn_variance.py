@@ -20,7 +20,7 @@ from torch import nn
 
 from fer.data.sources import load_fer2013
 from fer.models import build_model
-from fer.rundir import run_metadata
+from fer.run.rundir import run_metadata
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_module
 from fer.bench import train_step
 from fer.factory import build_datamodule, build_module
 from fer.hardware import resolve_precision
-from fer.rundir import run_metadata
+from fer.run.rundir import run_metadata
 
 
 def main() -> None:

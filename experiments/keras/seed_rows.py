@@ -62,7 +62,7 @@ def export(out: Path, vgg16: bool) -> None:
     from FER_VGG16_WEIGHTS, fp32) and the weights of the two it trains."""
     from fer.data.sources import load_fer2013
     from fer.data.splits import make_splits
-    from fer.rundir import git_commit
+    from fer.run.rundir import git_commit
 
     data = load_fer2013(_environ("FER2013_ROOT", "the FER-2013 zip, folder or csv"), os.environ.get("FER_CACHE_DIR", ".cache/fer"))
     index = make_splits(data, "kaggle", val_fraction=0.1, seed=0)
@@ -251,7 +251,7 @@ def _environ(name: str, what: str) -> str:
 
 
 def _commit() -> str:
-    """As fer.rundir.git_commit, which the Keras venv cannot import (it has no torch)."""
+    """As fer.run.rundir.git_commit, which the Keras venv cannot import (it has no torch)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=SCRIPT_DIR).stdout.strip()
 

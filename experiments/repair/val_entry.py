@@ -25,7 +25,7 @@ import yaml
 
 from fer.module import eval_metrics, summarise
 from fer.predictions import load_predictions, score_report
-from fer.rundir import read_metrics, write_json
+from fer.run.rundir import read_metrics, write_json
 from fer.stats import bootstrap_intervals
 
 

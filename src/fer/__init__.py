@@ -2,7 +2,7 @@
 
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.module import FERClassifier
-from fer.resume import register_resolver
+from fer.run.resume import register_resolver
 
 register_resolver()
 

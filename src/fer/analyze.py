@@ -20,7 +20,7 @@ from fer.data.folder import FolderDataModule
 from fer.data.sources import FERData
 from fer.factory import build_datamodule
 from fer.plots import PLOTS_DIR, examples_figure, gradcam_figure, pick_per_class, plot_run, save
-from fer.rundir import METRICS_FILE, read_metrics
+from fer.run.rundir import METRICS_FILE, read_metrics
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from fer.cli import entry_point
 from fer.data.quality import REAL_MEDIAN_SHARPNESS, sharpness
 from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import image_hashes
-from fer.rundir import run_metadata, write_json
+from fer.run.rundir import run_metadata, write_json
 
 log = logging.getLogger(__name__)
 

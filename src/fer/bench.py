@@ -27,7 +27,7 @@ from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.hardware import autocast_for
 from fer.module import FERClassifier
-from fer.rundir import run_metadata, write_json
+from fer.run.rundir import run_metadata, write_json
 
 log = logging.getLogger(__name__)
 

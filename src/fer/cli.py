@@ -5,7 +5,7 @@ so a 15-line traceback above the message only hides it. Such an error prints
 ``fer.<task>: <ErrorType>: <message>`` on stderr and the command exits with code 2; with
 ``HYDRA_FULL_ERROR=1`` it is raised again, traceback and all. Anything else is a bug and keeps its
 traceback (Hydra reports it and exits 1, as it does its own configuration errors). In a multirun
-every job runs through :func:`fer.sweep.run_job`, which records a failure and lets the sweep go on.
+every job runs through :func:`fer.run.sweep.run_job`, which records a failure and lets the sweep go on.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from fer.checkpoints import CheckpointError
 from fer.data.sources import DatasetError
 from fer.images import ImageReadError
-from fer.sweep import in_multirun, run_job
+from fer.run.checkpoints import CheckpointError
+from fer.run.sweep import in_multirun, run_job
 
 EXIT_EXPECTED = 2
 EXPECTED = (DatasetError, CheckpointError, ImageReadError)

@@ -29,7 +29,7 @@ from fer.hardware import autocast_for, resolve_precision
 from fer.module import FERClassifier, eval_metrics, summarise
 from fer.plots import plot_reliability
 from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions, score_report
-from fer.rundir import METRICS_FILE, read_metrics, run_metadata, save_config, write_json
+from fer.run.rundir import METRICS_FILE, read_metrics, run_metadata, save_config, write_json
 
 log = logging.getLogger(__name__)
 

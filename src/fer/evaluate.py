@@ -23,7 +23,7 @@ from fer.inference import predict
 from fer.module import FERClassifier
 from fer.plots import plot_reliability
 from fer.predictions import PREDICTIONS_FILE, save_predictions
-from fer.rundir import METRICS_FILE, run_metadata, save_config, write_json
+from fer.run.rundir import METRICS_FILE, run_metadata, save_config, write_json
 from fer.scoring import split_outputs, split_results
 
 log = logging.getLogger(__name__)

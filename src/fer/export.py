@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from fer.classes import CLASSES
 from fer.cli import entry_point
 from fer.module import FERClassifier
-from fer.rundir import save_config
+from fer.run.rundir import save_config
 
 log = logging.getLogger(__name__)
 

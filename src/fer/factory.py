@@ -13,13 +13,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fer.callbacks import FiniteWeights, ResumeState
-from fer.checkpoints import AtomicCheckpointIO
 from fer.classes import CLASSES
 from fer.data import FaceDataModule
 from fer.hardware import check_accelerator, resolve_precision, uses_gpu
 from fer.input_spec import InputSpec
 from fer.module import FERClassifier
+from fer.run.callbacks import FiniteWeights, LogState, OneCycleLength, RNGState
+from fer.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,16 @@ def check_cache_frozen(net: dict[str, Any], data: DictConfig, spec: InputSpec, m
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     """The Trainer with ``precision: auto`` resolved for this machine, callbacks and loggers, plus
-    what every fit needs to survive a crash: RNG and log state in checkpoints (:mod:`fer.callbacks`)
-    and atomic checkpoint writes (:mod:`fer.checkpoints`)."""
+    what every fit needs to survive a crash: RNG and log state in checkpoints (:mod:`fer.run.callbacks`)
+    and atomic checkpoint writes (:mod:`fer.run.checkpoints`)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_accelerator(trainer_cfg.get("accelerator", "auto"))
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
     if uses_gpu(trainer_cfg.get("accelerator", "auto")):
         torch.set_float32_matmul_precision("high")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [ResumeState(), FiniteWeights()]
+    # OneCycleLength first: a resume it stops leaves the CSV log untrimmed
+    callbacks += [OneCycleLength(), RNGState(), LogState(), FiniteWeights()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer_cfg.update(overrides)
     trainer_cfg.setdefault("callbacks", callbacks)

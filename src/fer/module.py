@@ -26,13 +26,13 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from fer.checkpoints import read_checkpoint
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.input_spec import InputSpec
 from fer.mixing import mix_batch
 from fer.models import build_model, resolve
 from fer.models.frozen_cache import FrozenFeatureCache
 from fer.optim import build_optimizer, build_scheduler
+from fer.run.checkpoints import read_checkpoint
 from fer.tta import centre_crop, check_mode, views
 
 CALIBRATION_KEY = "calibration"
@@ -142,7 +142,7 @@ class FERClassifier(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> FERClassifier:
         """Rebuild from a checkpoint alone; the pretrained weights are not fetched again, and the
         network is not compiled (a first call would wait for the compiler): ``compile=True`` to have it.
-        A file that cannot be a checkpoint raises :class:`~fer.checkpoints.CheckpointError` naming the fix."""
+        A file that cannot be a checkpoint raises :class:`~fer.run.checkpoints.CheckpointError` naming the fix."""
         kwargs.setdefault("pretrained_init", False)
         kwargs.setdefault("compile", False)
         try:

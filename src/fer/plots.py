@@ -31,7 +31,7 @@ from fer.classes import CLASSES
 from fer.data.sources import FERData
 from fer.inference import prepare_faces
 from fer.predictions import PREDICTIONS_FILE, load_predictions
-from fer.rundir import read_metrics
+from fer.run.rundir import read_metrics
 from fer.tta import centre_crop
 
 if TYPE_CHECKING:

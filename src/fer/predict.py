@@ -28,7 +28,7 @@ from fer.faces import FaceDetector
 from fer.images import IMAGE_SUFFIXES, ImageReadError, load_image
 from fer.inference import FacePrediction, predict_image
 from fer.module import FERClassifier
-from fer.rundir import run_metadata, save_config, write_json
+from fer.run.rundir import run_metadata, save_config, write_json
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from fer.calibration import calibration_report, softmax
 from fer.classes import CLASSES
+from fer.run.atomic import atomic_write
 from fer.stats import bootstrap_intervals
 
 PREDICTIONS_FILE = "predictions.npz"
@@ -82,14 +83,12 @@ def save_predictions(run_dir: str | os.PathLike, splits: dict[str, SplitPredicti
     """Write ``predictions.npz`` atomically: ``<split>_ids``, ``<split>_labels``, ``<split>_logits``,
     ``<split>_tta`` per split, ``classes`` and ``temperature``."""
     path = Path(run_dir) / PREDICTIONS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"classes": np.asarray(CLASSES), "temperature": np.float64(temperature)}
     for split, outputs in splits.items():
         arrays.update({f"{split}_ids": outputs.ids, f"{split}_labels": outputs.labels, f"{split}_logits": outputs.logits})
         arrays[f"{split}_tta"] = np.asarray(outputs.tta)
-    partial = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, path)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 

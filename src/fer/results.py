@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from fer.models import resolve
-from fer.resume import override_key
-from fer.rundir import RUN_FILE
+from fer.run.resume import override_key
+from fer.run.rundir import RUN_FILE
 from fer.stats import intervals_from_confusion
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).

@@ -5,7 +5,7 @@ Fits with checkpoints (best on val accuracy, and last), then scores the best che
 scores test (reported once), and writes ``metrics.json`` (95% intervals, calibration) and
 ``predictions.npz`` (per-image logits, :mod:`fer.predictions`) beside the resolved
 ``config.yaml`` in the run directory. ``resume=true`` with the same overrides continues the run
-from its last checkpoint (:mod:`fer.resume`); ``ckpt_path=PATH`` continues from a given one.
+from its last checkpoint (:mod:`fer.run.resume`); ``ckpt_path=PATH`` continues from a given one.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from fer.checkpoints import check_fits, read_checkpoint, update_checkpoint
 from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.module import CALIBRATION_KEY
 from fer.plots import plot_run
 from fer.predictions import PREDICTIONS_FILE, save_predictions
-from fer.resume import checkpoint_to_resume
-from fer.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
+from fer.run.checkpoints import check_fits, read_checkpoint, update_checkpoint
+from fer.run.resume import checkpoint_to_resume
+from fer.run.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
 from fer.scoring import calibrate, split_outputs, split_results
 
 log = logging.getLogger(__name__)

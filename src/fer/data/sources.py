@@ -25,6 +25,7 @@ import numpy as np
 
 from fer.classes import CLASSES, class_index
 from fer.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, to_face
+from fer.run.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,8 @@ def load_fer2013(root: str | os.PathLike, cache_dir: str | os.PathLike | None = 
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             log.warning("Ignoring unreadable cache %s (%s); decoding the source again.", cache_file, error)
     data = read_source(path)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, images=data.images, labels=data.labels, usage=data.usage, names=data.names)
-    os.replace(partial, cache_file)
+    with atomic_write(cache_file, "wb") as handle:
+        np.savez(handle, images=data.images, labels=data.labels, usage=data.usage, names=data.names)
     return data
 
 

@@ -6,7 +6,8 @@ temp folder (``tempfile.mkstemp()``) and then ``shutil.move``-s it over the targ
 rename only when the temp folder and the checkpoint folder share a filesystem; otherwise (node-local
 ``/tmp``, checkpoints on shared storage: the usual cluster layout) it copies into the target in
 place, so a crash mid-copy leaves a truncated ``last.ckpt`` as the only copy, and nothing is
-fsync-ed. :class:`AtomicCheckpointIO` writes beside the target and renames, always.
+fsync-ed. :class:`AtomicCheckpointIO` writes beside the target and renames, always
+(:func:`fer.run.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -21,46 +22,24 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from fer.run.atomic import atomic_write
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a hidden temporary file in the target folder, fsync, then ``os.replace`` it over
-    the target: a reader (or a resumed run) sees the old file or the new one, never half of one."""
+    """Write local checkpoints through :func:`~fer.run.atomic.atomic_write`: a reader (or a
+    resumed run) sees the old file or the new one, never half of one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options for local paths.")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        with atomic_write(path, "wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

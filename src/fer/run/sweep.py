@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fer.rundir import METRICS_FILE, write_json
+from fer.run.rundir import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
 

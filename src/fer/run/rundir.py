@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fer import hardware
+from fer.run.atomic import atomic_write
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics", "albumentations")
 METRICS_FILE = "metrics.json"
@@ -70,11 +71,8 @@ def save_config(cfg: DictConfig, output_dir: str | os.PathLike) -> None:
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write JSON atomically, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".tmp")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:

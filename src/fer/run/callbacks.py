@@ -3,10 +3,13 @@ the weights (:class:`EMAWeights`, ``callbacks=ema``) during fit only, and time e
 (:class:`EpochTimer`).
 
 Lightning restores weights, optimizer, scheduler, loop counters and callback state, but not the
-random number generators nor the CSV log: :class:`ResumeState` saves the Python, numpy and torch
-(CPU and CUDA) RNG states in every checkpoint and puts them back when ``fit`` restores one, so
-dropout masks and the DataLoader's shuffling continue the same random stream; it also flushes the
-loggers at each checkpoint and drops the rows a crashed run logged after it.
+random number generators nor the CSV log, and it lets a restored one-cycle schedule run out
+mid-epoch. One callback for each (:func:`fer.factory.build_trainer` adds them to every fit):
+:class:`RNGState` saves the Python, numpy and torch (CPU and CUDA) RNG states in every checkpoint
+and puts them back when ``fit`` restores one, so dropout masks and the DataLoader's shuffling
+continue the same random stream; :class:`LogState` flushes the loggers at each checkpoint and
+drops the rows a crashed run logged after it; :class:`OneCycleLength` stops a resume that would
+train past the end of its OneCycleLR schedule before the first step.
 
 Limits: one RNG state (rank 0's) is saved, which is exact because every DDP rank is seeded alike
 and draws alike; DataLoader workers re-seed from the restored RNG, so ``persistent_workers`` (whose
@@ -28,7 +31,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import OneCycleLR
 
-from fer.loggers import CSVLogger
+from fer.run.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,15 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class ResumeState(Callback):
-    """RNG states in every checkpoint, restored on resume; logs flushed at each checkpoint and
-    trimmed back to it on resume."""
+class RNGState(Callback):
+    """The RNG states in every checkpoint, restored when ``fit`` resumes from one."""
+
+    @property
+    def state_key(self) -> str:
+        """The key of the state in a checkpoint's ``callbacks``: that of ``ResumeState``, which did
+        this and the jobs of :class:`LogState` and :class:`OneCycleLength` before they were split,
+        so checkpoints written before the split (``tests/data/old_vgg1.ckpt``) resume their RNGs."""
+        return "ResumeState"
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": capture_rng()}
@@ -74,12 +83,16 @@ class ResumeState(Callback):
         restore_rng(state["rng"])
         log.info("Restored the Python, numpy and torch RNG states saved in the checkpoint")
 
+
+class LogState(Callback):
+    """The logs in step with the checkpoints: flushed at each checkpoint (and epoch start), and on
+    resume the CSV rows logged after the checkpoint dropped (the resumed run logs them again)."""
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
             logger.save()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _check_one_cycle_length(trainer)
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 dropped = logger.drop_rows_from(trainer.global_step)
@@ -91,18 +104,20 @@ class ResumeState(Callback):
             logger.save()
 
 
-def _check_one_cycle_length(trainer: pl.Trainer) -> None:
+class OneCycleLength(Callback):
     """A restored OneCycleLR keeps the length it was planned with; say so before it runs out
     (torch's "Tried to step N times" comes mid-epoch and does not say why)."""
-    for config in trainer.lr_scheduler_configs:
-        scheduler = config.scheduler
-        if isinstance(scheduler, OneCycleLR) and scheduler.total_steps < trainer.estimated_stepping_batches:
-            raise ValueError(
-                f"The checkpoint's OneCycleLR schedule ends after {scheduler.total_steps} steps, but this run "
-                f"trains {trainer.estimated_stepping_batches} (trainer.max_epochs or the data changed since). A one-cycle "
-                "schedule cannot be extended: continue with the trainer.max_epochs the run started with, or "
-                "train the checkpoint further under another scheduler (scheduler=cosine, step or none)."
-            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, OneCycleLR) and scheduler.total_steps < trainer.estimated_stepping_batches:
+                raise ValueError(
+                    f"The checkpoint's OneCycleLR schedule ends after {scheduler.total_steps} steps, but this run "
+                    f"trains {trainer.estimated_stepping_batches} (trainer.max_epochs or the data changed since). A one-cycle "
+                    "schedule cannot be extended: continue with the trainer.max_epochs the run started with, or "
+                    "train the checkpoint further under another scheduler (scheduler=cosine, step or none)."
+                )
 
 
 class FiniteWeights(Callback):

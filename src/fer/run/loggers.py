@@ -16,6 +16,8 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
+from fer.run.atomic import atomic_write
+
 
 class AppendingWriter(ExperimentWriter):
     """Lightning's writer, minus the deletion of an existing ``metrics.csv``."""
@@ -37,12 +39,10 @@ class AppendingWriter(ExperimentWriter):
         kept = [row for row in rows if row.get("step") not in (None, "") and int(row["step"]) < step]
         if len(kept) == len(rows):
             return dropped
-        partial = f"{self.metrics_file_path}.tmp"
-        with open(partial, "w", newline="") as handle:
+        with atomic_write(self.metrics_file_path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(partial, self.metrics_file_path)
         return dropped + len(rows) - len(kept)
 
 
