@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from helpers import cli_overrides, compose_config, run_cli
 from hydra.errors import InstantiationException
 from PIL import Image, ImageFilter
-from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
 import fer.conf
 from fer import load_model

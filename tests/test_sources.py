@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PER_CLASS, synthetic_face
+from helpers import PER_CLASS, synthetic_face
 from PIL import Image
 
 from fer.classes import CLASSES
