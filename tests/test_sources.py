@@ -1,5 +1,6 @@
 """Readers of every FER-2013 layout, the decoded-array cache, and the messages bad input gets from
-them (docs/errors.md's data rows, each checked once: here or, for a few not yet moved, in test_errors)."""
+them (the data rows of docs/errors.md; tests/test_errors.py keeps the cross-cutting ones: exit
+codes, Hydra, configs, checkpoints)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,22 @@ def test_missing_path_names_it_and_the_kaggle_page(tmp_path: Path) -> None:
     assert str(error.value).endswith("then set data.root=PATH or the FER2013_ROOT environment variable.")
 
 
+def test_a_root_one_level_above_the_dataset_names_where_it_is(fer_folder: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """An extracted copy (or a zip) in a folder under data.root is named, with the data.root to pass,
+    not taken silently and not refused without saying where it is."""
+    shutil.copytree(fer_folder, tmp_path / "downloads" / "fer2013")
+    expected = (
+        rf"downloads holds no FER-2013 itself; one folder down it has {re.escape(str(tmp_path / 'downloads' / 'fer2013' / 'train'))}\. "
+        rf"Pass data\.root={re.escape(str(tmp_path / 'downloads' / 'fer2013'))} \(or set FER2013_ROOT to it\)"
+    )
+    with pytest.raises(DatasetError, match=expected):
+        load_fer2013(tmp_path / "downloads")
+    (tmp_path / "zips" / "kaggle").mkdir(parents=True)
+    shutil.copy(fer_zip, tmp_path / "zips" / "kaggle" / "fer2013.zip")
+    with pytest.raises(DatasetError, match=r"one folder down it has .*/zips/kaggle/fer2013\.zip\. Pass data\.root=.*/zips/kaggle "):
+        load_fer2013(tmp_path / "zips")
+
+
 @pytest.mark.parametrize(
     ("name", "content"), [("fer2013.tar", b"\x00" * 100), ("fer2013.zip", b"<html>Kaggle login page</html>")], ids=["tar", "saved_login_page"]
 )
@@ -156,6 +173,36 @@ def test_a_zip_without_train(tmp_path: Path, entry: str) -> None:
         archive.writestr(entry, b"")
     with pytest.raises(DatasetError, match=r"fer2013\.zip holds no train/<class>/\*\.jpg entries"):
         load_fer2013(path)
+
+
+def test_a_copy_without_test(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """Without test/ the val and test splits would be empty: say which folder is missing, not that a split is empty."""
+    shutil.rmtree(fer_folder_copy / "test")
+    with pytest.raises(DatasetError, match=r"/fer_folder has no test/ folder: FER-2013's Kaggle layout is train/<class>/Training_\*\.jpg and test/"):
+        load_fer2013(fer_folder_copy)
+    path = tmp_path / "train_only.zip"
+    with zipfile.ZipFile(fer_zip) as source, zipfile.ZipFile(path, "w") as archive:
+        for info in source.infolist():
+            if "test/" not in info.filename:
+                archive.writestr(info, source.read(info))
+    with pytest.raises(DatasetError, match=r"train_only\.zip holds no test/<class>/\*\.jpg entries"):
+        load_fer2013(path)
+
+
+def test_images_deeper_than_the_layout(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A nested folder inside a class folder is refused, not skipped: its images would be lost."""
+    path = tmp_path / "nested.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        name = next(n for n in archive.namelist() if "train/happy/" in n and n.endswith(".jpg"))
+        archive.writestr(name.replace("train/happy/", "train/happy/more/"), archive.read(name))
+    with pytest.raises(DatasetError, match=r"nested\.zip holds .*train/happy/more/.*\.jpg, outside the layout"):
+        load_fer2013(path)
+    nested = fer_folder_copy / "train" / "happy" / "more"
+    nested.mkdir()
+    shutil.copy(next((fer_folder_copy / "train" / "happy").glob("*.jpg")), nested)
+    with pytest.raises(DatasetError, match=r"train/happy/more is a folder inside a class folder"):
+        load_fer2013(fer_folder_copy)
 
 
 def test_an_unknown_class_folder(fer_folder_copy: Path) -> None:
@@ -197,6 +244,19 @@ def test_non_image_files_are_ignored_with_a_warning(
     assert "Ignored 2 non-image files" in caplog.text
 
 
+def test_os_metadata_in_a_copy_is_not_an_error(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A zip made on macOS (__MACOSX/, ._ forks, .DS_Store) or a folder opened in Jupyter loads as the plain copy."""
+    path = tmp_path / "macos.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        for name in ("__MACOSX/train/._happy", "__MACOSX/train/happy/._x.jpg", "train/.DS_Store", "train/happy/.DS_Store"):
+            archive.writestr(name, b"metadata")
+    assert len(load_fer2013(path)) == N_IMAGES
+    (fer_folder_copy / "train" / "happy" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(next((fer_folder_copy / "train" / "happy").glob("*.jpg")), fer_folder_copy / "train" / "happy" / ".ipynb_checkpoints")
+    assert len(load_fer2013(fer_folder_copy)) == N_IMAGES
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.01])
 def test_a_corrupt_or_truncated_jpeg_names_the_file(fer_folder_copy: Path, keep: float) -> None:
     broken = first_image(fer_folder_copy, "train", "fear")
@@ -228,8 +288,8 @@ def test_rgb_and_wrong_size_images_are_converted_and_counted(
     assert all(name in caplog.text for name in (f"train/happy/{rgb.name}", "train/sad/Training_small.png", f"test/sad/{big.name}"))
 
 
-def face_row(label: int = 0, size: int = 48 * 48, usage: str = "Training") -> list[object]:
-    return [label, " ".join(["7"] * size), usage]
+def face_row(label: int = 0, size: int = 48 * 48, usage: str = "Training", first_pixel: str = "7") -> list[object]:
+    return [label, " ".join([first_pixel] + ["7"] * (size - 1)), usage]
 
 
 def test_csv_with_wrong_columns(tmp_path: Path) -> None:
@@ -250,6 +310,9 @@ def test_csv_row_of_wrong_length_names_the_line(tmp_path: Path) -> None:
         (face_row(label=7), "line 2: emotion 7 is not in 0..6"),
         (face_row(usage="Validation"), "line 2: Usage 'Validation' is not one of"),
         (["x", "1 2", "Training"], "line 2: malformed row"),
+        (face_row(first_pixel="300"), r"line 2: pixel values must be integers 0\.\.255, found 7\.\.300"),
+        (face_row(first_pixel="1.5"), r"line 2: pixel values must be integers 0\.\.255 \(invalid literal"),
+        (face_row(first_pixel="-1"), r"line 2: pixel values must be integers 0\.\.255, found -1\.\.7\."),
     ],
 )
 def test_csv_bad_values_name_the_line(tmp_path: Path, row: list[object], message: str) -> None:
