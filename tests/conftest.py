@@ -1,9 +1,9 @@
 """Shared fixtures: tiny synthetic FER-2013 copies in every real layout, composed configs, a tiny
-trained checkpoint, and the real dataset/weights when the environment names them."""
+trained checkpoint, and the real dataset/weights when the environment names them. Fixtures and
+hooks only: the plain helpers and constants that tests import live in helpers.py."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import zipfile
@@ -11,49 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
-from PIL import Image
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is first imported
+
+from helpers import PER_CLASS, compose_config, fast_overrides, synthetic_face, write_csv, write_folder  # noqa: E402
 
 from fer.classes import CLASSES  # noqa: E402
-
-# images per class in each ICML usage of the synthetic copies
-PER_CLASS = {"Training": 6, "PublicTest": 2, "PrivateTest": 2}
-REAL_ROOT = os.environ.get("FER2013_ROOT")
-REAL_WEIGHTS = os.environ.get("FER_VGG16_WEIGHTS")
-
-needs_real_data = pytest.mark.skipif(
-    not (REAL_ROOT and Path(REAL_ROOT).exists()), reason="set FER2013_ROOT to the real FER-2013 to run"
-)
-needs_real_weights = pytest.mark.skipif(
-    not (REAL_WEIGHTS and Path(REAL_WEIGHTS).is_file()), reason="set FER_VGG16_WEIGHTS to the VGG16 weights file"
-)
-
-
-def synthetic_face(label: int, index: int) -> np.ndarray:
-    """A 48x48 uint8 image whose class is learnable: a bright horizontal band at a class-specific
-    height, over seeded noise."""
-    rng = np.random.default_rng(1000 * label + index)
-    image = rng.integers(0, 90, size=(48, 48), dtype=np.uint8)
-    row = 4 + 6 * label
-    image[row : row + 5, :] = 230
-    return image
-
-
-def write_folder(root: Path) -> Path:
-    """The Kaggle layout: train/<class>/Training_*.jpg, test/<class>/{PublicTest,PrivateTest}_*.jpg."""
-    for usage, count in PER_CLASS.items():
-        folder = "train" if usage == "Training" else "test"
-        for label, name in enumerate(CLASSES):
-            (root / folder / name).mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                index = i + 100 * list(PER_CLASS).index(usage)
-                Image.fromarray(synthetic_face(label, index)).save(root / folder / name / f"{usage}_{label}{index:04d}.jpg", quality=95)
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -80,36 +45,13 @@ def fer_zip(fer_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def fer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ICML fer2013.csv (emotion,pixels,Usage), labels in its own (canonical) order."""
-    path = tmp_path_factory.mktemp("fer_csv") / "fer2013.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["emotion", "pixels", "Usage"])
-        for usage, count in PER_CLASS.items():
-            for label in range(len(CLASSES)):
-                for i in range(count):
-                    pixels = synthetic_face(label, i + 100 * list(PER_CLASS).index(usage))
-                    writer.writerow([label, " ".join(map(str, pixels.ravel())), usage])
-    return path
-
-
-def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """Compose a config as ``python -m fer.<entry>`` would, without running Hydra's app."""
-    with initialize_config_module(config_module="fer.conf", version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
-
-
-def fast_overrides(fer_zip: Path, cache_dir: Path) -> list[str]:
-    """Overrides that make a run on the synthetic zip take seconds on CPU (fp32, tiny batches, 1 epoch)."""
-    return [
-        f"data.root={fer_zip}",
-        f"paths.cache_dir={cache_dir}",
-        "data.batch_size=8",
-        "data.eval_batch_size=16",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
+    rows = [
+        [label, " ".join(map(str, synthetic_face(label, i + 100 * position).ravel())), usage]
+        for position, (usage, count) in enumerate(PER_CLASS.items())
+        for label in range(len(CLASSES))
+        for i in range(count)
     ]
+    return write_csv(tmp_path_factory.mktemp("fer_csv") / "fer2013.csv", ["emotion", "pixels", "Usage"], rows)
 
 
 @pytest.fixture
@@ -151,3 +93,9 @@ def sample_portrait() -> Path:
     if not path.is_file():
         pytest.skip(f"matplotlib's sample portrait {path} is not installed")
     return path
+
+
+@pytest.fixture
+def skip_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave out the end-of-run figures (seconds of matplotlib per run) in tests about other things."""
+    monkeypatch.setattr("fer.train.plot_run", lambda *args, **kwargs: None)

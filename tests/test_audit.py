@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PER_CLASS, synthetic_face
-from run_helpers import run_cli
+from helpers import PER_CLASS, run_cli, synthetic_face
 
 from fer.audit import audit, main, to_markdown
 from fer.classes import CLASSES

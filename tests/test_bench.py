@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import cli_overrides, run_cli
+from helpers import cli_overrides, run_cli
 
 from fer import hardware
 from fer.bench import main

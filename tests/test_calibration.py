@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_face
+from helpers import synthetic_face
 
 from fer import FERClassifier
 from fer.calibration import calibration_report, fit_temperature, nll, reliability, softmax

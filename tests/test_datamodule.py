@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import PER_CLASS
+from helpers import PER_CLASS
 
 from fer.classes import CLASSES
 from fer.data import FER2013DataModule

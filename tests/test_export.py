@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import compose_config, synthetic_face
+from helpers import compose_config, synthetic_face
 from omegaconf import open_dict
 
 from fer import CLASSES, FERClassifier, load_model

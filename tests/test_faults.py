@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import SLOW_ENV, cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
+from helpers import SLOW_ENV, cli_overrides, run_cli
 
 from fer.module import FERClassifier
 from fer.run import resume
@@ -49,7 +49,7 @@ def _wait_for_last_checkpoint(runs: Path, process: subprocess.Popen, log: Path, 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(fer_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = cli_overrides(
-        fer_zip, tmp_path, "trainer.max_epochs=3", *DETERMINISTIC, "+callbacks.slow._target_=run_helpers.SlowAfterFirstEpoch"
+        fer_zip, tmp_path, "trainer.max_epochs=3", *DETERMINISTIC, "+callbacks.slow._target_=helpers.SlowAfterFirstEpoch"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), SLOW_ENV: "0.4"}
     log = tmp_path / "killed.log"

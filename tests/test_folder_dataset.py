@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_face
+from helpers import synthetic_face
 from PIL import Image
 
 from fer.classes import CLASSES

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from conftest import REAL_ROOT
+from helpers import REAL_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from PIL import Image

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_face
+from helpers import synthetic_face
 from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config, synthetic_face
+from helpers import compose_config, synthetic_face
 from omegaconf import open_dict
 from PIL import Image
 from torch import nn

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import compose_config, synthetic_face
+from helpers import compose_config, synthetic_face
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 

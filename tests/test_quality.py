@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_face
+from helpers import synthetic_face
 from PIL import Image, ImageFilter
 
 from fer.data import DatasetError

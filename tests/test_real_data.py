@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_ROOT, REAL_WEIGHTS, needs_real_data, needs_real_weights
+from helpers import REAL_ROOT, REAL_WEIGHTS, needs_real_data, needs_real_weights
 
 from fer.classes import CLASSES
 from fer.data.quality import REAL_MEDIAN_SHARPNESS, check_sharpness, sharpness

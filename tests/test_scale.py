@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
+from helpers import cli_overrides, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
-from run_helpers import cli_overrides, run_cli, skip_plots  # noqa: F401  (fixture)
 
 from fer.data import FER2013DataModule
 from fer.module import FERClassifier

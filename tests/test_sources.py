@@ -1,10 +1,12 @@
-"""Readers of every FER-2013 layout, the decoded-array cache, and the messages bad input gets."""
+"""Readers of every FER-2013 layout, the decoded-array cache, and the messages bad input gets from
+them (the data rows of docs/errors.md; tests/test_errors.py keeps the cross-cutting ones: exit
+codes, Hydra, configs, checkpoints)."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
+import re
 import shutil
 import zipfile
 from collections import Counter
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PER_CLASS, synthetic_face
+from helpers import PER_CLASS, synthetic_face, write_csv
 from PIL import Image
 
 from fer.classes import CLASSES
@@ -128,14 +130,33 @@ def test_missing_path_names_it_and_the_kaggle_page(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DatasetError) as error:
         load_fer2013(missing)
-    assert str(missing) in str(error.value)
-    assert "https://www.kaggle.com/datasets/msambare/fer2013" in str(error.value)
+    assert f"FER-2013 not found at {missing}. Download FER-2013 from https://www.kaggle.com/datasets/msambare/fer2013" in str(error.value)
+    assert str(error.value).endswith("then set data.root=PATH or the FER2013_ROOT environment variable.")
 
 
-def test_a_file_that_is_neither_zip_nor_csv(tmp_path: Path) -> None:
-    path = tmp_path / "fer2013.tar"
-    path.write_bytes(b"\x00" * 100)
-    with pytest.raises(DatasetError, match="neither a zip archive nor a fer2013.csv"):
+def test_a_root_one_level_above_the_dataset_names_where_it_is(fer_folder: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """An extracted copy (or a zip) in a folder under data.root is named, with the data.root to pass,
+    not taken silently and not refused without saying where it is."""
+    shutil.copytree(fer_folder, tmp_path / "downloads" / "fer2013")
+    expected = (
+        rf"downloads holds no FER-2013 itself; one folder down it has {re.escape(str(tmp_path / 'downloads' / 'fer2013' / 'train'))}\. "
+        rf"Pass data\.root={re.escape(str(tmp_path / 'downloads' / 'fer2013'))} \(or set FER2013_ROOT to it\)"
+    )
+    with pytest.raises(DatasetError, match=expected):
+        load_fer2013(tmp_path / "downloads")
+    (tmp_path / "zips" / "kaggle").mkdir(parents=True)
+    shutil.copy(fer_zip, tmp_path / "zips" / "kaggle" / "fer2013.zip")
+    with pytest.raises(DatasetError, match=r"one folder down it has .*/zips/kaggle/fer2013\.zip\. Pass data\.root=.*/zips/kaggle "):
+        load_fer2013(tmp_path / "zips")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("fer2013.tar", b"\x00" * 100), ("fer2013.zip", b"<html>Kaggle login page</html>")], ids=["tar", "saved_login_page"]
+)
+def test_a_file_that_is_neither_zip_nor_csv(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=rf"{re.escape(name)} is neither a zip archive nor a fer2013\.csv"):
         load_fer2013(path)
 
 
@@ -145,17 +166,52 @@ def test_a_folder_without_train(tmp_path: Path, fer_folder: Path) -> None:
         load_fer2013(tmp_path)
 
 
-def test_a_zip_without_train(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry", ["test/angry/PublicTest_1.jpg", "readme.txt"])
+def test_a_zip_without_train(tmp_path: Path, entry: str) -> None:
     path = tmp_path / "fer2013.zip"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("test/angry/PublicTest_1.jpg", b"")
-    with pytest.raises(DatasetError, match=r"holds no train/<class>/\*\.jpg entries"):
+        archive.writestr(entry, b"")
+    with pytest.raises(DatasetError, match=r"fer2013\.zip holds no train/<class>/\*\.jpg entries"):
         load_fer2013(path)
+
+
+def test_a_copy_without_test(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """Without test/ the val and test splits would be empty: say which folder is missing, not that a split is empty."""
+    shutil.rmtree(fer_folder_copy / "test")
+    with pytest.raises(DatasetError, match=r"/fer_folder has no test/ folder: FER-2013's Kaggle layout is train/<class>/Training_\*\.jpg and test/"):
+        load_fer2013(fer_folder_copy)
+    path = tmp_path / "train_only.zip"
+    with zipfile.ZipFile(fer_zip) as source, zipfile.ZipFile(path, "w") as archive:
+        for info in source.infolist():
+            if "test/" not in info.filename:
+                archive.writestr(info, source.read(info))
+    with pytest.raises(DatasetError, match=r"train_only\.zip holds no test/<class>/\*\.jpg entries"):
+        load_fer2013(path)
+
+
+def test_images_deeper_than_the_layout(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A nested folder inside a class folder is refused, not skipped: its images would be lost."""
+    path = tmp_path / "nested.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        name = next(n for n in archive.namelist() if "train/happy/" in n and n.endswith(".jpg"))
+        archive.writestr(name.replace("train/happy/", "train/happy/more/"), archive.read(name))
+    with pytest.raises(DatasetError, match=r"nested\.zip holds .*train/happy/more/.*\.jpg, outside the layout"):
+        load_fer2013(path)
+    nested = fer_folder_copy / "train" / "happy" / "more"
+    nested.mkdir()
+    shutil.copy(next((fer_folder_copy / "train" / "happy").glob("*.jpg")), nested)
+    with pytest.raises(DatasetError, match=r"train/happy/more is a folder inside a class folder"):
+        load_fer2013(fer_folder_copy)
 
 
 def test_an_unknown_class_folder(fer_folder_copy: Path) -> None:
     (fer_folder_copy / "train" / "angry").rename(fer_folder_copy / "train" / "contempt")
-    with pytest.raises(DatasetError, match="Unknown class folder train/contempt") as error:
+    unknown = (
+        r"Unknown class folder train/contempt in .*: 'contempt' is not an expression class\. "
+        r"Known classes: angry, disgust, .*\(synonyms accepted: .*happiness"
+    )
+    with pytest.raises(DatasetError, match=unknown) as error:
         load_fer2013(fer_folder_copy)
     assert all(name in str(error.value) for name in CLASSES)
 
@@ -166,14 +222,15 @@ def test_synonym_class_folders_are_accepted(fer_folder_copy: Path, from_folder: 
     np.testing.assert_array_equal(np.sort(data.labels), np.sort(from_folder.labels))
 
 
+@pytest.mark.parametrize("folder", ["train", "test"])
 @pytest.mark.parametrize("content", ["empty", "only a text file"])
-def test_a_class_folder_with_no_images(fer_folder_copy: Path, content: str) -> None:
+def test_a_class_folder_with_no_images(fer_folder_copy: Path, content: str, folder: str) -> None:
     """A class silently missing from a split would skew every metric: refuse it."""
-    shutil.rmtree(fer_folder_copy / "test" / "disgust")
-    (fer_folder_copy / "test" / "disgust").mkdir()
+    shutil.rmtree(fer_folder_copy / folder / "disgust")
+    (fer_folder_copy / folder / "disgust").mkdir()
     if content != "empty":
-        (fer_folder_copy / "test" / "disgust" / "README.txt").write_text("moved elsewhere")
-    with pytest.raises(DatasetError, match="Class folders with no images .*test/disgust"):
+        (fer_folder_copy / folder / "disgust" / "README.txt").write_text("moved elsewhere")
+    with pytest.raises(DatasetError, match=rf"Class folders with no images in .*: {folder}/disgust\."):
         load_fer2013(fer_folder_copy)
 
 
@@ -187,54 +244,63 @@ def test_non_image_files_are_ignored_with_a_warning(
     assert "Ignored 2 non-image files" in caplog.text
 
 
+def test_os_metadata_in_a_copy_is_not_an_error(fer_folder_copy: Path, fer_zip: Path, tmp_path: Path) -> None:
+    """A zip made on macOS (__MACOSX/, ._ forks, .DS_Store) or a folder opened in Jupyter loads as the plain copy."""
+    path = tmp_path / "macos.zip"
+    shutil.copyfile(fer_zip, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        for name in ("__MACOSX/train/._happy", "__MACOSX/train/happy/._x.jpg", "train/.DS_Store", "train/happy/.DS_Store"):
+            archive.writestr(name, b"metadata")
+    assert len(load_fer2013(path)) == N_IMAGES
+    (fer_folder_copy / "train" / "happy" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(next((fer_folder_copy / "train" / "happy").glob("*.jpg")), fer_folder_copy / "train" / "happy" / ".ipynb_checkpoints")
+    assert len(load_fer2013(fer_folder_copy)) == N_IMAGES
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.01])
 def test_a_corrupt_or_truncated_jpeg_names_the_file(fer_folder_copy: Path, keep: float) -> None:
     broken = first_image(fer_folder_copy, "train", "fear")
     blob = broken.read_bytes()
     broken.write_bytes(blob[: int(len(blob) * keep)])
-    with pytest.raises(DatasetError, match="Corrupt or unreadable image") as error:
+    with pytest.raises(DatasetError, match=rf"Corrupt or unreadable image train/fear/{broken.name} in .*Replace or delete the file\."):
         load_fer2013(fer_folder_copy)
-    assert f"train/fear/{broken.name}" in str(error.value)
 
 
 def test_rgb_and_wrong_size_images_are_converted_and_counted(
     fer_folder_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An RGB image, a larger one and a smaller, non-square .png load as 48x48 grayscale, and the
+    warning counts them and names them."""
     rgb = first_image(fer_folder_copy, "train", "happy")
     gray = np.asarray(Image.open(rgb))
     Image.fromarray(np.stack([gray] * 3, axis=-1)).save(rgb, format="PNG")
     big = first_image(fer_folder_copy, "test", "sad")
     Image.fromarray(np.full((96, 96), 77, dtype=np.uint8)).save(big, format="PNG")
+    Image.fromarray(np.full((30, 40), 50, dtype=np.uint8)).save(fer_folder_copy / "train" / "sad" / "Training_small.png")
     with caplog.at_level(logging.WARNING, logger="fer.data.sources"):
         data = load_fer2013(fer_folder_copy)
-    assert data.images.shape == (N_IMAGES, 48, 48)
+    assert data.images.shape == (N_IMAGES + 1, 48, 48)
     names = data.names.tolist()
     np.testing.assert_array_equal(data.images[names.index(f"train/happy/{rgb.name}")], gray)
     assert (data.images[names.index(f"test/sad/{big.name}")] == 77).all()
-    assert "Converted 2 images that were not 48x48 grayscale" in caplog.text
+    assert (data.images[names.index("train/sad/Training_small.png")] == 50).all()
+    assert "Converted 3 images that were not 48x48 grayscale" in caplog.text
+    assert all(name in caplog.text for name in (f"train/happy/{rgb.name}", "train/sad/Training_small.png", f"test/sad/{big.name}"))
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def face_row(label: int = 0, size: int = 48 * 48, usage: str = "Training") -> list[object]:
-    return [label, " ".join(["7"] * size), usage]
+def face_row(label: int = 0, size: int = 48 * 48, usage: str = "Training", first_pixel: str = "7") -> list[object]:
+    return [label, " ".join([first_pixel] + ["7"] * (size - 1)), usage]
 
 
 def test_csv_with_wrong_columns(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "fer2013.csv", ["label", "pixels", "Usage"], [face_row()])
-    with pytest.raises(DatasetError, match="expected the columns emotion,pixels,Usage, found"):
+    path = write_csv(tmp_path / "fer2013.csv", ["label", "image", "split"], [face_row()])
+    with pytest.raises(DatasetError, match=r"fer2013\.csv: expected the columns emotion,pixels,Usage, found \['label', 'image', 'split'\]"):
         load_fer2013(path)
 
 
 def test_csv_row_of_wrong_length_names_the_line(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], [face_row(), face_row(size=2303)])
-    with pytest.raises(DatasetError, match="line 3: 2303 pixel values, expected 2304"):
+    with pytest.raises(DatasetError, match=r"fer2013\.csv line 3: 2303 pixel values, expected 2304"):
         load_fer2013(path)
 
 
@@ -244,6 +310,9 @@ def test_csv_row_of_wrong_length_names_the_line(tmp_path: Path) -> None:
         (face_row(label=7), "line 2: emotion 7 is not in 0..6"),
         (face_row(usage="Validation"), "line 2: Usage 'Validation' is not one of"),
         (["x", "1 2", "Training"], "line 2: malformed row"),
+        (face_row(first_pixel="300"), r"line 2: pixel values must be integers 0\.\.255, found 7\.\.300"),
+        (face_row(first_pixel="1.5"), r"line 2: pixel values must be integers 0\.\.255 \(invalid literal"),
+        (face_row(first_pixel="-1"), r"line 2: pixel values must be integers 0\.\.255, found -1\.\.7\."),
     ],
 )
 def test_csv_bad_values_name_the_line(tmp_path: Path, row: list[object], message: str) -> None:

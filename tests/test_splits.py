@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PER_CLASS
+from helpers import PER_CLASS
 
 from fer.classes import CLASSES
 from fer.data.sources import DatasetError, FERData, load_fer2013

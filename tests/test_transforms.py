@@ -8,7 +8,7 @@ import warnings
 import albumentations as A
 import numpy as np
 import pytest
-from conftest import synthetic_face
+from helpers import synthetic_face
 
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
 
