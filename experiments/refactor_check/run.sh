@@ -7,7 +7,7 @@
 #   experiments/refactor_check/run.sh COMMIT OUT_DIR        (or compare.sh COMMIT_A COMMIT_B)
 #
 # Environment: FER2013_ROOT (required: the real zip, folder or CSV), FER_CACHE_DIR (decoded-array
-# cache; default OUT_DIR/.cache, decoded afresh), PYTHON (default /work/main/.venv/bin/python: any
+# cache; default OUT_DIR/.cache, decoded afresh), PYTHON (default the checkout's .venv/bin/python, what make install creates: any
 # environment with fer's dependencies; fer itself is imported from the commit's worktree),
 # OMP_NUM_THREADS (default 1; compare only runs made with the same value).
 set -euo pipefail
@@ -20,8 +20,8 @@ if [ -z "${FER2013_ROOT:-}" ] || [ ! -e "$FER2013_ROOT" ]; then
     echo "$0: set FER2013_ROOT to the real FER-2013 (the Kaggle zip, its extracted folder or fer2013.csv); got '${FER2013_ROOT:-}'" >&2
     exit 2
 fi
-PYTHON=${PYTHON:-/work/main/.venv/bin/python}
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+PYTHON=${PYTHON:-$repo/.venv/bin/python}
 commit=$(git -C "$repo" rev-parse --verify --quiet "$1^{commit}") || { echo "$0: '$1' is not a commit of $repo" >&2; exit 2; }
 mkdir -p "$2"
 out=$(cd "$2" && pwd)
