@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import cli_overrides, run_cli
 
-from fer import hardware
 from fer.bench import main
-from fer.hardware import autocast_for, resolve_precision
+from fer.run import hardware
+from fer.run.hardware import autocast_for, resolve_precision
 
 
 def test_bench_times_the_model_the_pipeline_and_inference(fer_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

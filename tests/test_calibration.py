@@ -1,4 +1,4 @@
-"""``fer.calibration``: ECE by hand, temperature scaling recovers a known temperature, and a
+"""``fer.scoring.calibration``: ECE by hand, temperature scaling recovers a known temperature, and a
 calibrated checkpoint changes probabilities, never labels."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from helpers import synthetic_face
 
 from fer import FERClassifier
-from fer.calibration import calibration_report, fit_temperature, nll, reliability, softmax
 from fer.inference import predict
-from fer.module import CALIBRATION_KEY
 from fer.run.checkpoints import read_checkpoint, update_checkpoint
+from fer.scoring.calibration import calibration_report, fit_temperature, nll, reliability, softmax
+from fer.training.module import CALIBRATION_KEY
 
 
 def test_ece_of_a_hand_made_case() -> None:

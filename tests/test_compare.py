@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fer.compare import compare, main
-from fer.predictions import SplitPredictions, save_predictions
+from fer.scoring.predictions import SplitPredictions, save_predictions
 
 
 def run_dir(path: Path, ids: list[str], labels: np.ndarray, predicted: np.ndarray, split: str = "test") -> Path:

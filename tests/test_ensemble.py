@@ -16,8 +16,8 @@ import fer.ensemble
 from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.factory import build_datamodule
-from fer.module import FERClassifier
-from fer.predictions import SplitPredictions, load_predictions
+from fer.scoring.predictions import SplitPredictions, load_predictions
+from fer.training.module import FERClassifier
 
 
 def ensemble_cfg(tmp_path: Path, fer_zip: Path, *overrides: str) -> DictConfig:

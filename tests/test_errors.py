@@ -30,11 +30,11 @@ from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.export import main_export
 from fer.factory import build_datamodule
-from fer.module import FERClassifier
 from fer.plots import plot_run
 from fer.predict import predict
 from fer.run.checkpoints import CheckpointError
 from fer.train import main, train
+from fer.training.module import FERClassifier
 
 CONF = Path(fer.conf.__file__).parent
 ROOT = Path(__file__).resolve().parents[1]  # not CONF.parent: fer.conf may be a src/fer/conf symlink to conf/

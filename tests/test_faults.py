@@ -16,10 +16,10 @@ import pytest
 import torch
 from helpers import SLOW_ENV, cli_overrides, run_cli
 
-from fer.module import FERClassifier
 from fer.run import resume
 from fer.run.checkpoints import AtomicCheckpointIO
 from fer.train import main, train
+from fer.training.module import FERClassifier
 
 pytestmark = pytest.mark.usefixtures("skip_plots")
 

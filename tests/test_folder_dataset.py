@@ -16,8 +16,8 @@ from fer.classes import CLASSES
 from fer.data.folder import FolderDataModule, read_folder
 from fer.data.sources import DatasetError
 from fer.evaluate import evaluate
-from fer.faces import FaceDetector
-from fer.images import to_gray
+from fer.vision.faces import FaceDetector
+from fer.vision.images import to_gray
 
 # folder name -> the synthetic class drawn in it (None: a class the model does not know)
 FOLDERS = {"anger": 0, "Happiness": 3, "sadness": 4, "surprised": 5, "neutral": 6, "contempt": None}

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fer.models.frozen_cache import FrozenFeatureCache, check_frozen
 from fer.models.vgg16 import VGG16Transfer
-from fer.module import FERClassifier
 from fer.train import train
+from fer.training.module import FERClassifier
 
 
 def pair(trainable_convs: int = 2) -> tuple[VGG16Transfer, VGG16Transfer]:

@@ -1,4 +1,4 @@
-"""fer.images, the one reader of pixels: a file gives the same 48x48 face to training data, to
+"""fer.vision.images, the one reader of pixels: a file gives the same 48x48 face to training data, to
 folder evaluation and to prediction; one resize rule; one suffix list; and the InputSpec and TTA
 views that sit on top of it."""
 
@@ -15,10 +15,10 @@ from PIL import Image
 
 from fer.data.folder import read_folder
 from fer.data.sources import load_fer2013
-from fer.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, resize, to_face, to_gray
 from fer.inference import prepare_faces
 from fer.input_spec import InputSpec
-from fer.tta import check_mode, views
+from fer.training.tta import check_mode, views
+from fer.vision.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, resize, to_face, to_gray
 
 
 def photo(height: int = 90, width: int = 120) -> np.ndarray:

@@ -2,7 +2,7 @@
 the subpackages (data, models, run) do not import each other in a circle either. Every import
 counts, function-level ones and ``if TYPE_CHECKING:`` ones too: a cycle hidden from the
 interpreter is still two modules that cannot be understood one without the other (the old
-fer.module <-> fer.inference and fer.data <-> fer.inference cycles were of those kinds)."""
+fer.training.module <-> fer.inference and fer.data <-> fer.inference cycles were of those kinds)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_no_module_imports_itself_through_others() -> None:
     graph = import_graph()
-    assert len(graph) > 40 and "fer.images" in graph["fer.data.sources"]
+    assert len(graph) > 40 and "fer.vision.images" in graph["fer.data.sources"]
     assert cycles(graph) == []
 
 
@@ -109,5 +109,32 @@ def test_subpackages_do_not_import_each_other_in_a_circle() -> None:
 
 
 def test_the_image_module_is_the_bottom_layer() -> None:
-    """fer.images is what every layer reads pixels with, so it depends on no other fer module."""
-    assert import_graph()["fer.images"] == set()
+    """fer.vision.images is what every layer reads pixels with, so it depends on no other fer module."""
+    assert import_graph()["fer.vision.images"] == set()
+
+
+# The layers in the order README.md's "What is where" lists them: each imports only layers before it.
+LAYERS = [
+    "fer.vision", "fer.classes", "fer.input_spec", "fer.run", "fer.data", "fer.models", "fer.training",
+    "fer.scoring", "fer.inference", "fer.plots", "fer.factory", "fer.cli",
+]
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[str]) -> list[str]:
+    """Imports that go from a layer to a later layer or to an entry point (a module in no layer);
+    entry points may import anything."""
+    rank = {layer: i for i, layer in enumerate(layers)}
+    entry = len(layers)
+    found = []
+    for module, targets in sorted(graph.items()):
+        source = rank.get(package_of(module), entry)
+        if module == "fer" or source == entry:
+            continue
+        found += [f"{module} -> {t}" for t in sorted(targets - {"fer"}) if rank.get(package_of(t), entry) > source]
+    return found
+
+
+def test_each_layer_imports_only_the_layers_listed_before_it() -> None:
+    planted = {"fer.vision.images": {"fer.data.sources"}, "fer.data.sources": {"fer.vision.images"}, "fer.train": {"fer.data.sources"}}
+    assert upward_imports(planted, LAYERS) == ["fer.vision.images -> fer.data.sources"]
+    assert upward_imports(import_graph(), LAYERS) == []

@@ -12,8 +12,8 @@ from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
-from fer.images import ImageReadError, to_gray
 from fer.inference import is_face_crop, predict
+from fer.vision.images import ImageReadError, to_gray
 
 VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer.mixing import mix_batch
+from fer.training.mixing import mix_batch
 
 CLASSES = 7
 

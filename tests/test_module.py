@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fer.classes import CLASSES
 from fer.factory import balanced_class_weights
-from fer.mixing import mix_batch
 from fer.models.vgg16 import VGG16Transfer
-from fer.module import FERClassifier, eval_metrics, summarise
+from fer.training.mixing import mix_batch
+from fer.training.module import FERClassifier, eval_metrics, summarise
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
 TINY = {"name": "vgg1", "blocks": 1, "filters": [4], "dense": 8}

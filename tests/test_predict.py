@@ -17,10 +17,10 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
-from fer.faces import Box, FaceDetector, crop_square
 from fer.inference import predict as predict_faces
 from fer.inference import predict_image
 from fer.predict import CSV_FIELDS, predict
+from fer.vision.faces import Box, FaceDetector, crop_square
 
 PASTED = Box(200, 90, 256, 300)  # where the portrait goes in the 640x480 photo
 

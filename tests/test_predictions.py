@@ -14,11 +14,11 @@ from pytorch_lightning import Callback
 
 from fer.data import FER2013DataModule
 from fer.evaluate import evaluate
-from fer.module import FERClassifier
-from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions
 from fer.run.checkpoints import read_checkpoint
-from fer.stats import bootstrap_intervals
+from fer.scoring.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions
+from fer.scoring.stats import bootstrap_intervals
 from fer.train import train
+from fer.training.module import FERClassifier
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from fer.data import FER2013DataModule
-from fer.module import FERClassifier
 from fer.train import main
+from fer.training.module import FERClassifier
 
 pytestmark = pytest.mark.usefixtures("skip_plots")
 

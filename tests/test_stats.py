@@ -1,4 +1,4 @@
-"""``fer.stats``: intervals and paired tests, checked against numbers computed by hand."""
+"""``fer.scoring.stats``: intervals and paired tests, checked against numbers computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torchmetrics.classification import MulticlassF1Score
 
 from fer.classes import NUM_CLASSES
-from fer.stats import (
+from fer.scoring.stats import (
     bootstrap_intervals,
     intervals_from_confusion,
     macro_f1,

@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 from fer.classes import CLASSES
 from fer.evaluate import evaluate
 from fer.factory import build_datamodule
-from fer.module import FERClassifier
 from fer.results import Run
 from fer.results import main as results_main
 from fer.train import train
+from fer.training.module import FERClassifier
 
 
 def test_train_writes_metrics_and_checkpoints(make_cfg) -> None:

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_module
 
 from fer.bench import train_step
 from fer.factory import build_datamodule, build_module
-from fer.hardware import resolve_precision
+from fer.run.hardware import resolve_precision
 from fer.run.rundir import run_metadata
 
 

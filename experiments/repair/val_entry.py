@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from fer.module import eval_metrics, summarise
-from fer.predictions import load_predictions, score_report
 from fer.run.rundir import read_metrics, write_json
-from fer.stats import bootstrap_intervals
+from fer.scoring.predictions import load_predictions, score_report
+from fer.scoring.stats import bootstrap_intervals
+from fer.training.module import eval_metrics, summarise
 
 
 def repair(run_dir: Path) -> None:

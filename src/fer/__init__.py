@@ -1,8 +1,8 @@
 """fer: facial expression recognition on FER-2013 with PyTorch Lightning and Hydra."""
 
 from fer.classes import CLASSES, NUM_CLASSES
-from fer.module import FERClassifier
 from fer.run.resume import register_resolver
+from fer.training.module import FERClassifier
 
 register_resolver()
 

@@ -25,9 +25,9 @@ from omegaconf import DictConfig
 
 from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
-from fer.hardware import autocast_for
-from fer.module import FERClassifier
+from fer.run.hardware import autocast_for
 from fer.run.rundir import run_metadata, write_json
+from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 

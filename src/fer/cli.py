@@ -22,9 +22,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from fer.data.sources import DatasetError
-from fer.images import ImageReadError
 from fer.run.checkpoints import CheckpointError
 from fer.run.sweep import in_multirun, run_job
+from fer.vision.images import ImageReadError
 
 EXIT_EXPECTED = 2
 EXPECTED = (DatasetError, CheckpointError, ImageReadError)

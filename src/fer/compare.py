@@ -29,8 +29,8 @@ from omegaconf import open_dict
 
 from fer.classes import CLASSES
 from fer.evaluate import evaluate
-from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions
-from fer.stats import LEVEL, RESAMPLES, SEED, PairedDifference, bootstrap_intervals, macro_f1, paired_difference, paired_f1_difference
+from fer.scoring.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions
+from fer.scoring.stats import LEVEL, RESAMPLES, SEED, PairedDifference, bootstrap_intervals, macro_f1, paired_difference, paired_f1_difference
 
 SPLIT_NAMES = {"val": "PublicTest (val)", "test": "PrivateTest (test)", "train": "Training (train)"}
 

@@ -25,11 +25,11 @@ from omegaconf import DictConfig
 
 from fer.cli import entry_point
 from fer.factory import build_datamodule
-from fer.hardware import autocast_for, resolve_precision
-from fer.module import FERClassifier, eval_metrics, summarise
 from fer.plots import plot_reliability
-from fer.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions, score_report
+from fer.run.hardware import autocast_for, resolve_precision
 from fer.run.rundir import METRICS_FILE, read_metrics, run_metadata, save_config, write_json
+from fer.scoring.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions, score_report
+from fer.training.module import FERClassifier, eval_metrics, summarise
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from fer.cli import entry_point
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.inference import predict
-from fer.module import FERClassifier
 from fer.plots import plot_reliability
-from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.run.rundir import METRICS_FILE, run_metadata, save_config, write_json
-from fer.scoring import split_outputs, split_results
+from fer.scoring.outputs import split_outputs, split_results
+from fer.scoring.predictions import PREDICTIONS_FILE, save_predictions
+from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 

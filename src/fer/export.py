@@ -7,7 +7,7 @@ The exported graph takes **uint8** grayscale faces ``[B, 1, S, S]`` (``S`` = the
 :meth:`FERClassifier.predict_logits`: the centre crop (or ten crops), uint8 -> float / 255, gray ->
 the net's channels (nets normalise themselves), the network and the checkpoint's test-time
 augmentation; it returns ``logits`` and ``probabilities`` (calibrated: ``softmax(logits / T)``
-with the checkpoint's temperature, :mod:`fer.calibration`), both ``[B, 7]`` in
+with the checkpoint's temperature, :mod:`fer.scoring.calibration`), both ``[B, 7]`` in
 :data:`fer.classes.CLASSES` order. uint8 in means callers never guess a scaling, and it moves 4x
 fewer bytes than float.
 
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from fer.classes import CLASSES
 from fer.cli import entry_point
-from fer.module import FERClassifier
 from fer.run.rundir import save_config
+from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.classes import CLASSES
 from fer.data import FaceDataModule
-from fer.hardware import check_accelerator, resolve_precision, uses_gpu
 from fer.input_spec import InputSpec
-from fer.module import FERClassifier
 from fer.run.callbacks import FiniteWeights, LogState, OneCycleLength, RNGState
 from fer.run.checkpoints import AtomicCheckpointIO
+from fer.run.hardware import check_accelerator, resolve_precision, uses_gpu
+from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 

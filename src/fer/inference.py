@@ -1,13 +1,13 @@
 """Use a trained model on any image: arrays, PIL images, encoded bytes or files, of any size and colour.
 
-Every input goes the way the test faces go: 48x48 grayscale face (:func:`fer.images.to_face`) ->
+Every input goes the way the test faces go: 48x48 grayscale face (:func:`fer.vision.images.to_face`) ->
 resized to the checkpoint's ``input_spec.image_size`` (:func:`fer.data.transforms.eval_transform`)
 -> the model, which crops, scales, adapts channels and applies its test-time augmentation itself
-(:meth:`FERClassifier.predict_logits`, views from :mod:`fer.tta`).
+(:meth:`FERClassifier.predict_logits`, views from :mod:`fer.training.tta`).
 
 - :func:`predict` takes each image as one face: the whole image is resized to 48x48. Use it on
   face crops.
-- :func:`predict_image` finds the faces in a photo first (:class:`fer.faces.FaceDetector`), except
+- :func:`predict_image` finds the faces in a photo first (:class:`fer.vision.faces.FaceDetector`), except
   for images that already are face crops (:func:`is_face_crop`), which are classified as they are.
 """
 
@@ -23,12 +23,12 @@ import torch
 
 from fer.classes import CLASSES
 from fer.data.transforms import eval_transform
-from fer.faces import Box, FaceDetector
-from fer.images import IMAGE_SIZE, ImageInput, ImageReadError, load_image, resize, to_gray
 from fer.input_spec import InputSpec
+from fer.vision.faces import Box, FaceDetector
+from fer.vision.images import IMAGE_SIZE, ImageInput, ImageReadError, load_image, resize, to_gray
 
 if TYPE_CHECKING:
-    from fer.module import FERClassifier
+    from fer.training.module import FERClassifier
 
 # An image this small, square and grayscale is taken to be a face crop already (FER-2013 style):
 # the cascade cannot find faces much smaller than the image in it, and photos are rarely this small.

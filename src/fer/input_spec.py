@@ -2,7 +2,7 @@
 built (as timm resolves a data config from a model): training writes it once from ``data.*``;
 evaluation, ensembles, plots, prediction and export read it back from the checkpoint.
 
-Every face starts as 48x48 grayscale (:func:`fer.images.to_face`), is resized to ``image_size``,
+Every face starts as 48x48 grayscale (:func:`fer.vision.images.to_face`), is resized to ``image_size``,
 and the model crops ``crop_size`` out of it (randomly in training, the centre or ten crops in
 evaluation) and adapts ``channels`` itself.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fer.images import IMAGE_SIZE
+from fer.vision.images import IMAGE_SIZE
 
 MIN_CROP = 8
 

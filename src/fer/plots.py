@@ -26,16 +26,16 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from torch import nn
 
-from fer.calibration import reliability
 from fer.classes import CLASSES
 from fer.data.sources import FERData
 from fer.inference import prepare_faces
-from fer.predictions import PREDICTIONS_FILE, load_predictions
 from fer.run.rundir import read_metrics
-from fer.tta import centre_crop
+from fer.scoring.calibration import reliability
+from fer.scoring.predictions import PREDICTIONS_FILE, load_predictions
+from fer.training.tta import centre_crop
 
 if TYPE_CHECKING:
-    from fer.module import FERClassifier
+    from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 

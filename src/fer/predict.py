@@ -24,11 +24,11 @@ from omegaconf import DictConfig
 
 from fer.classes import CLASSES
 from fer.cli import entry_point
-from fer.faces import FaceDetector
-from fer.images import IMAGE_SUFFIXES, ImageReadError, load_image
 from fer.inference import FacePrediction, predict_image
-from fer.module import FERClassifier
 from fer.run.rundir import run_metadata, save_config, write_json
+from fer.training.module import FERClassifier
+from fer.vision.faces import FaceDetector
+from fer.vision.images import IMAGE_SUFFIXES, ImageReadError, load_image
 
 log = logging.getLogger(__name__)
 

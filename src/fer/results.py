@@ -20,7 +20,7 @@ import yaml
 from fer.models import resolve
 from fer.run.resume import override_key
 from fer.run.rundir import RUN_FILE
-from fer.stats import intervals_from_confusion
+from fer.scoring.stats import intervals_from_confusion
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).
 SEED_TABLE: dict[str, tuple[str, float, float | None]] = {
@@ -252,7 +252,7 @@ def render(runs: list[Run], notes: str = "") -> str:
         "Training and reports the whole 7,178-image test/ folder.",
         "",
         "95% CI: percentile bootstrap over the test images (2,000 resamples, seed 0: "
-        "`fer.stats.intervals_from_confusion`). Accuracy and macro-F1 depend only on the counts of "
+        "`fer.scoring.stats.intervals_from_confusion`). Accuracy and macro-F1 depend only on the counts of "
         "(label, prediction) pairs, which each run's confusion matrix holds, so every row has them, "
         "runs made before per-image predictions were saved included; they equal the `ci95` in the "
         "`metrics.json` of runs that have one. ECE: expected calibration error of the test "

@@ -1,9 +1,9 @@
 """Train a model: ``python -m fer.train model=vgg16 data.augment=true`` (any Hydra overrides).
 
 Fits with checkpoints (best on val accuracy, and last), then scores the best checkpoint on val
-(selection), fits its temperature on val (:mod:`fer.calibration`, stored in the checkpoint) and
+(selection), fits its temperature on val (:mod:`fer.scoring.calibration`, stored in the checkpoint) and
 scores test (reported once), and writes ``metrics.json`` (95% intervals, calibration) and
-``predictions.npz`` (per-image logits, :mod:`fer.predictions`) beside the resolved
+``predictions.npz`` (per-image logits, :mod:`fer.scoring.predictions`) beside the resolved
 ``config.yaml`` in the run directory. ``resume=true`` with the same overrides continues the run
 from its last checkpoint (:mod:`fer.run.resume`); ``ckpt_path=PATH`` continues from a given one.
 """
@@ -21,13 +21,13 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
-from fer.module import CALIBRATION_KEY
 from fer.plots import plot_run
-from fer.predictions import PREDICTIONS_FILE, save_predictions
 from fer.run.checkpoints import check_fits, read_checkpoint, update_checkpoint
 from fer.run.resume import checkpoint_to_resume
 from fer.run.rundir import METRICS_FILE, record_start, run_metadata, save_config, write_json
-from fer.scoring import calibrate, split_outputs, split_results
+from fer.scoring.outputs import calibrate, split_outputs, split_results
+from fer.scoring.predictions import PREDICTIONS_FILE, save_predictions
+from fer.training.module import CALIBRATION_KEY
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from fer.classes import CLASSES
 from fer.data.dataset import FaceDataset, face_loader
 from fer.data.sources import FERData
 from fer.data.transforms import eval_transform
-from fer.images import IMAGE_SIZE
 from fer.input_spec import InputSpec
+from fer.vision.images import IMAGE_SIZE
 
 
 class FaceDataModule(pl.LightningDataModule):

@@ -17,7 +17,7 @@ from fer.data.quality import check_sharpness
 from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import drop_leaks, make_splits
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
-from fer.images import IMAGE_SIZE
+from fer.vision.images import IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 

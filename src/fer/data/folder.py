@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from fer.classes import CLASSES, canonical_class
 from fer.data.base import FaceDataModule
 from fer.data.sources import DatasetError, FERData
-from fer.faces import FaceDetector
-from fer.images import IMAGE_SIZE, IMAGE_SUFFIXES, ImageReadError, is_image_file, resize, to_gray
+from fer.vision.faces import FaceDetector
+from fer.vision.images import IMAGE_SIZE, IMAGE_SUFFIXES, ImageReadError, is_image_file, resize, to_gray
 
 log = logging.getLogger(__name__)
 

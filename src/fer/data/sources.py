@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from fer.classes import CLASSES, class_index
-from fer.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, to_face
 from fer.run.atomic import atomic_write
+from fer.vision.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, to_face
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _LAYOUT = (
 )
 # files a data.root folder may hold the dataset as (fer2013/fer2013.csv: the ICML tarball, extracted)
 CANDIDATES = ("fer2013.zip", "fer2013.csv", "fer2013/fer2013.csv", "archive.zip")
-CACHE_VERSION = 3  # 3: images not 48x48 gray are converted by fer.images (OpenCV), no longer PIL
+CACHE_VERSION = 3  # 3: images not 48x48 gray are converted by fer.vision.images (OpenCV), no longer PIL
 HOW_TO_GET = (
     "Download FER-2013 from https://www.kaggle.com/datasets/msambare/fer2013 (the zip, or its "
     "extracted train/ and test/ folders) or the ICML fer2013.csv, then set data.root=PATH or the "
@@ -235,7 +235,7 @@ def _decode(entries: Iterable[_Entry], source: str) -> FERData:
 
 
 def _decode_image(blob: bytes, name: str, source: str) -> tuple[np.ndarray, bool]:
-    """A 48x48 grayscale face (:func:`fer.images.to_face`) and whether it had to be converted."""
+    """A 48x48 grayscale face (:func:`fer.vision.images.to_face`) and whether it had to be converted."""
     try:
         image = load_image(blob)
     except ImageReadError as error:

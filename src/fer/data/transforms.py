@@ -15,7 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-from fer.images import IMAGE_SIZE  # noqa: E402
+from fer.vision.images import IMAGE_SIZE  # noqa: E402
 
 
 @dataclass

@@ -32,7 +32,7 @@ class FrozenFeatureCache:
     Looked up while training and under ``no_grad``/``inference_mode`` (validation, test, predict);
     bypassed when gradients must reach the prefix's activations (an input that requires grad, or
     evaluation with gradients on, as Grad-CAM does), so analysis tools see the real layers, and
-    while ``enabled`` is off (:class:`fer.module.FERClassifier` turns it on for ``fit`` only, where
+    while ``enabled`` is off (:class:`fer.training.module.FERClassifier` turns it on for ``fit`` only, where
     images recur). Past ``limit_bytes`` it warns once and stops adding; lookups go on.
     """
 

@@ -33,7 +33,7 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 def resolve(net: Mapping[str, Any]) -> dict[str, Any]:
     """``{"name": ..., **options}`` under the name the net is registered as now: a legacy alias
     (:data:`LEGACY_NAMES`) becomes its net's name, options unchanged; any other name stays. The one
-    place old names are understood: checkpoints (:class:`fer.module.FERClassifier`), runs
+    place old names are understood: checkpoints (:class:`fer.training.module.FERClassifier`), runs
     (:mod:`fer.results`) and :func:`build_model` all ask here."""
     alias = LEGACY_NAMES.get(net["name"])
     return {**net, "name": alias(net)} if alias else dict(net)

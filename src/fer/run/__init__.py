@@ -4,5 +4,6 @@ Where a run lives and how ``resume=true`` finds it again (:mod:`~fer.run.resume`
 in its folder (:mod:`~fer.run.rundir`), checkpoint files (:mod:`~fer.run.checkpoints`), the
 Lightning callbacks and CSV logger that carry a run across a resume (:mod:`~fer.run.callbacks`,
 :mod:`~fer.run.loggers`), a sweep that outlives its failing jobs (:mod:`~fer.run.sweep`), and the
-atomic file writes that they, ``predictions.npz`` and the data cache use (:mod:`~fer.run.atomic`).
+atomic file writes that they, ``predictions.npz`` and the data cache use (:mod:`~fer.run.atomic`),
+and the hardware a run is on: accelerator checks, ``precision: auto`` (:mod:`~fer.run.hardware`).
 """

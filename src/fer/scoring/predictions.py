@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from fer.calibration import calibration_report, softmax
 from fer.classes import CLASSES
 from fer.run.atomic import atomic_write
-from fer.stats import bootstrap_intervals
+from fer.scoring.calibration import calibration_report, softmax
+from fer.scoring.stats import bootstrap_intervals
 
 PREDICTIONS_FILE = "predictions.npz"
 

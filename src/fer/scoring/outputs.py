@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
-from fer.calibration import calibration_report, fit_temperature
 from fer.classes import CLASSES, NUM_CLASSES
-from fer.module import FERClassifier
-from fer.predictions import SplitPredictions, score_report
+from fer.scoring.calibration import calibration_report, fit_temperature
+from fer.scoring.predictions import SplitPredictions, score_report
+from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def split_outputs(module: FERClassifier, datamodule: Any, stage: str, split: str
 def split_results(logged: list[dict[str, float]], stage: str, predictions: SplitPredictions, temperature: float) -> dict[str, Any]:
     """One split's entry of ``metrics.json``: the numbers ``trainer.validate``/``trainer.test``
     returned (``<stage>/loss``, ``/acc``, ...), the confusion matrix counted from the per-image
-    predictions, then intervals and calibration (:func:`fer.predictions.score_report`)."""
+    predictions, then intervals and calibration (:func:`fer.scoring.predictions.score_report`)."""
     (values,) = logged  # one evaluation loader
     names = ["loss", "acc", "acc_macro", "f1_macro", *(f"acc_{c}" for c in CLASSES)]
     results: dict[str, Any] = {name: values[f"{stage}/{name}"] for name in names}

@@ -1,7 +1,7 @@
 """MixUp and CutMix: train on blends of two faces against the same blend of their labels.
 
 Both are regularisers from the strongest FER-2013 recipes' toolbox (FER-2013 labels are noisy and
-the classes overlap, so soft targets suit it). :class:`~fer.module.FERClassifier` applies them in
+the classes overlap, so soft targets suit it). :class:`~fer.training.module.FERClassifier` applies them in
 ``training_step`` to the prepared float batch, after augmentation, pairing each image with another
 of the same batch; validation and test never mix.
 """

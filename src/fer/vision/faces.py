@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer.images import resize
+from fer.vision.images import resize
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # the eye cascade trained with glasses too (plain haarcascade_eye.xml misses eyes behind glasses)
@@ -154,7 +154,7 @@ def crop_square(gray: np.ndarray, centre: tuple[float, float], side: float, size
     """A ``size`` x ``size`` view of the square of ``side`` pixels around ``centre``, rotated by
     ``angle`` degrees (OpenCV's sense: the angle of a tilted eye line levels it); parts outside the
     image repeat its border, so faces at the edge keep their proportions. Cut at full resolution,
-    then resized by :func:`fer.images.resize` (area averaging), so large faces do not alias."""
+    then resized by :func:`fer.vision.images.resize` (area averaging), so large faces do not alias."""
     side_px = max(1, round(side))
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
     matrix[0, 2] += side_px / 2.0 - centre[0]

@@ -1,6 +1,6 @@
 """FERClassifier: the LightningModule that owns loss, optimisation and metrics for any network.
 
-Its neighbours own the rest: :mod:`fer.optim` builds the optimizer and schedule, :mod:`fer.tta`
+Its neighbours own the rest: :mod:`fer.training.optim` builds the optimizer and schedule, :mod:`fer.training.tta`
 the test-time views, :mod:`fer.inference` turns images into predictions, and the entry points
 read each split's numbers from what ``trainer.validate``/``trainer.test`` return.
 
@@ -28,12 +28,12 @@ from torchmetrics.classification import (
 
 from fer.classes import CLASSES, NUM_CLASSES
 from fer.input_spec import InputSpec
-from fer.mixing import mix_batch
 from fer.models import build_model, resolve
 from fer.models.frozen_cache import FrozenFeatureCache
-from fer.optim import build_optimizer, build_scheduler
 from fer.run.checkpoints import read_checkpoint
-from fer.tta import centre_crop, check_mode, views
+from fer.training.mixing import mix_batch
+from fer.training.optim import build_optimizer, build_scheduler
+from fer.training.tta import centre_crop, check_mode, views
 
 CALIBRATION_KEY = "calibration"
 
@@ -76,12 +76,12 @@ class FERClassifier(pl.LightningModule):
             training did; ``self.input_spec`` is the typed object.
         channels_last: run the network in channels-last memory format (faster convs on CPU and GPU).
         tta: test-time augmentation for test and predict, logits averaged over the views
-            (:mod:`fer.tta`): ``none``, ``flip`` or ``tencrop``.
+            (:mod:`fer.training.tta`): ``none``, ``flip`` or ``tencrop``.
         val_tta: the same for validation during fit (default: ``tta``); a cheaper mode keeps
             per-epoch validation fast while the final test uses ten crops.
         pretrained_init: load pretrained weights into the network (not saved: a reloaded checkpoint
             already holds the trained weights).
-        mixup_alpha: MixUp's Beta(alpha, alpha) for training batches; 0 is off (:mod:`fer.mixing`).
+        mixup_alpha: MixUp's Beta(alpha, alpha) for training batches; 0 is off (:mod:`fer.training.mixing`).
         cutmix_alpha: the same for CutMix; with both on, each batch takes one of the two.
         compile: ``torch.compile`` the network for the Trainer's runs (fit, validate, test), in
             place, so checkpoints keep the plain network's keys; they reload uncompiled. Pays on GPUs;
@@ -160,7 +160,7 @@ class FERClassifier(pl.LightningModule):
         self.temperature = float(checkpoint.get(CALIBRATION_KEY, {}).get("temperature", 1.0))
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Calibrated class probabilities: ``softmax(logits / temperature)`` (:mod:`fer.calibration`;
+        """Calibrated class probabilities: ``softmax(logits / temperature)`` (:mod:`fer.scoring.calibration`;
         the temperature is fitted on the validation split after training and kept in the checkpoint)."""
         return (logits.float() / self.temperature).softmax(dim=-1)
 
@@ -193,7 +193,7 @@ class FERClassifier(pl.LightningModule):
 
     def predict_logits(self, x: Tensor, tta: str | None = None) -> Tensor:
         """Logits averaged over the views of ``tta`` (default: the configured test-time
-        augmentation, :func:`fer.tta.views`), all views in one forward pass."""
+        augmentation, :func:`fer.training.tta.views`), all views in one forward pass."""
         batch = views(x, tta or self.tta, self.input_spec.crop_size)
         logits = self(torch.cat(batch)) if len(batch) > 1 else self(x)
         return logits.view(len(batch), x.shape[0], -1).mean(dim=0)
@@ -279,7 +279,7 @@ class FERClassifier(pl.LightningModule):
 
     def _log_eval(self, stage: str, loss_metric: MeanMetric, metrics: MetricCollection) -> dict[str, Any]:
         """Log the scalars (per-class accuracy too), which ``trainer.validate/test`` return; the
-        confusion matrix comes from the per-image outputs (:func:`fer.scoring.split_results`).
+        confusion matrix comes from the per-image outputs (:func:`fer.scoring.outputs.split_results`).
 
         Under DDP, ``compute()`` already reduces the metric states over all processes, so every rank
         logs the same global values (Lightning's "use sync_dist=True" warning does not apply).
