@@ -1,4 +1,4 @@
-"""fer.inference and FERClassifier.predict: any image -> the evaluation view -> labels and probabilities."""
+"""fer.inference: any image -> the evaluation view -> labels and probabilities."""
 
 from __future__ import annotations
 
