@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from fer.classes import CLASSES
 from fer.data.base import FaceDataModule
 from fer.data.batch_augment import BatchAugment
 from fer.data.dataset import FaceDataset, face_loader
@@ -120,9 +121,13 @@ class FER2013DataModule(FaceDataModule):
 
     def split_data(self, split: str) -> FERData:
         """The images of one split (``train``, ``val`` or ``test``) in loader order, names included."""
-        if split not in self.indices:
-            raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
+        self._check_split(split)
         return self.data.subset(self.indices[split])
+
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class in ``split``, counted from the labels alone (not a copy of the split's images)."""
+        self._check_split(split)
+        return np.bincount(self.data.labels[self.indices[split]], minlength=len(CLASSES)).tolist()
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
@@ -143,11 +148,9 @@ class FER2013DataModule(FaceDataModule):
             dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
         )
 
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """An unshuffled, unaugmented loader over any split (``train``, ``val`` or ``test``)."""
+    def _check_split(self, split: str) -> None:
         if split not in self.indices:
             raise ValueError(f"split={split!r} must be one of {', '.join(self.indices)}.")
-        return super().eval_dataloader(split)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if self.on_device and self.trainer is not None:

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
-from fer.classes import CLASSES, NUM_CLASSES
+from fer.classes import CLASSES
 from fer.scoring.calibration import calibration_report, fit_temperature
 from fer.scoring.predictions import SplitPredictions, score_report
+from fer.scoring.stats import confusion_matrix
 from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,7 @@ def split_results(logged: list[dict[str, float]], stage: str, predictions: Split
     (values,) = logged  # one evaluation loader
     names = ["loss", "acc", "acc_macro", "f1_macro", *(f"acc_{c}" for c in CLASSES)]
     results: dict[str, Any] = {name: values[f"{stage}/{name}"] for name in names}
-    cells = np.bincount(predictions.labels * NUM_CLASSES + predictions.predicted, minlength=NUM_CLASSES**2)
-    results["confusion"] = cells.reshape(NUM_CLASSES, NUM_CLASSES).tolist()
+    results["confusion"] = confusion_matrix(predictions.labels, predictions.predicted).tolist()
     return {**results, **score_report(predictions, temperature)}
 
 

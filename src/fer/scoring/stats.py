@@ -41,10 +41,15 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Counts [C, C] of (label, prediction) pairs: rows are labels, columns predictions."""
+    return _confusions(np.asarray(labels)[None], np.asarray(predictions)[None], num_classes)[0]
+
+
 def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
     """Macro-F1 as torchmetrics' ``MulticlassF1Score(average="macro")`` computes it: classes that
     appear neither as a label nor as a prediction are left out of the mean."""
-    return float(_macro_f1(_confusions(labels[None], predictions[None], num_classes))[0])
+    return float(_macro_f1(confusion_matrix(labels, predictions, num_classes)[None])[0])
 
 
 def bootstrap_intervals(
@@ -58,7 +63,7 @@ def bootstrap_intervals(
     """Percentile-bootstrap intervals of accuracy and macro-F1 over images: ``{"acc": [lo, hi],
     "f1_macro": [lo, hi]}`` (and ``acc_wilson``), seeded; a function of the confusion matrix alone."""
     labels, predictions = _paired_arrays(labels, predictions)
-    return intervals_from_confusion(_confusions(labels[None], predictions[None], num_classes)[0], resamples, seed, level)
+    return intervals_from_confusion(confusion_matrix(labels, predictions, num_classes), resamples, seed, level)
 
 
 def confusion_bootstrap(counts: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
