@@ -116,7 +116,7 @@ def test_the_image_module_is_the_bottom_layer() -> None:
 # The layers in the order README.md's "What is where" lists them: each imports only layers before it.
 LAYERS = [
     "fer.vision", "fer.classes", "fer.input_spec", "fer.run", "fer.data", "fer.models", "fer.training",
-    "fer.scoring", "fer.inference", "fer.plots", "fer.factory", "fer.cli",
+    "fer.scoring", "fer.packaged", "fer.inference", "fer.plots", "fer.factory", "fer.cli",
 ]
 
 

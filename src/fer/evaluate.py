@@ -17,13 +17,14 @@ from omegaconf import DictConfig
 
 from fer.classes import CLASSES
 from fer.cli import entry_point
+from fer.data.base import FaceDataModule
 from fer.data.folder import FolderDataModule
 from fer.factory import build_datamodule, build_trainer
 from fer.inference import predict
 from fer.plots import plot_reliability
 from fer.run.rundir import METRICS_FILE, run_metadata, save_config, write_json
 from fer.scoring.outputs import split_outputs, split_results
-from fer.scoring.predictions import PREDICTIONS_FILE, save_predictions
+from fer.scoring.predictions import PREDICTIONS_FILE, SplitPredictions, save_predictions
 from fer.training.module import FERClassifier
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     save_config(cfg, output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     model.use_tta(cfg.tta)
-    datamodule = build_datamodule(cfg, model.input_spec)
-    datamodule.setup("test")
-    trainer = build_trainer(cfg, logger=False, callbacks=[])
-    logged = trainer.test(model, dataloaders=datamodule.eval_dataloader(cfg.split), verbose=False)
-    predictions = split_outputs(model, datamodule, "test", cfg.split, model.tta)
+    results, predictions, datamodule = score(cfg, model, cfg.split)
     metrics = {
         "task": "evaluate",
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
@@ -49,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": cfg.split,
         "tta": model.tta,
         "temperature": model.temperature,
-        cfg.split: split_results(logged, "test", predictions, model.temperature),
+        cfg.split: results,
         "predictions": PREDICTIONS_FILE,
         "wall_seconds": round(time.time() - started, 1),
         **run_metadata(),
@@ -61,6 +58,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     plot_reliability(output_dir)
     log.info("%s accuracy %.4f; wrote %s", cfg.split, metrics[cfg.split]["acc"], output_dir / METRICS_FILE)
     return metrics
+
+
+def score(cfg: DictConfig, model: FERClassifier, split: str) -> tuple[dict[str, Any], SplitPredictions, FaceDataModule]:
+    """``model``'s results on one split of the configured dataset (accuracy, intervals, per-class
+    accuracy, calibration), its per-image predictions, and the datamodule it was scored on."""
+    datamodule = build_datamodule(cfg, model.input_spec)
+    datamodule.setup("test")
+    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    logged = trainer.test(model, dataloaders=datamodule.eval_dataloader(split), verbose=False)
+    predictions = split_outputs(model, datamodule, "test", split, model.tta)
+    return split_results(logged, "test", predictions, model.temperature), predictions, datamodule
 
 
 def folder_report(datamodule: FolderDataModule, model: FERClassifier) -> dict[str, Any]:
