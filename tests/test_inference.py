@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,8 @@ from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
-from fer.inference import is_face_crop, predict
+from fer.inference import is_face_crop, predict, predict_image, predict_images
+from fer.vision.faces import FaceDetector
 from fer.vision.images import ImageReadError, to_gray
 
 VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
@@ -143,3 +145,41 @@ def test_predict_uses_eval_mode_and_restores_training_mode(model: FERClassifier)
         model.eval()
 
 
+
+
+def portrait_photos(sample_portrait: Path, folder: Path, count: int) -> list[Path]:
+    """640x480 photos with the real portrait pasted at a different place in each."""
+    portrait = np.asarray(Image.open(sample_portrait).convert("RGB").resize((200, 234)))
+    paths = []
+    for i in range(count):
+        image = np.full((480, 640, 3), 120, dtype=np.uint8)
+        x, y = 40 + 70 * (i % 6), 20 + 50 * (i % 4)
+        image[y : y + 234, x : x + 200] = portrait
+        paths.append(folder / f"photo{i}.jpg")
+        Image.fromarray(image).save(paths[-1], quality=92)
+    return paths
+
+
+def test_predict_images_gives_what_predict_image_gives_in_order_with_errors_in_place(
+    model: FERClassifier, sample_portrait: Path, tmp_path: Path
+) -> None:
+    photos = portrait_photos(sample_portrait, tmp_path, 7)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    crop = synthetic_face(2, 0)
+    inputs = [*photos[:3], tmp_path / "broken.jpg", crop, *photos[3:]]
+    detector = FaceDetector()
+    results = list(predict_images(model, inputs, detector, workers=2, batch_faces=3))
+    assert len(results) == len(inputs)
+    assert results[3].image is None and results[3].faces == [] and "broken.jpg" in results[3].error
+    assert [face.source for face in results[4].faces] == ["crop"]
+    for image, result in zip(inputs, results):
+        if result.error is None:
+            expected = predict_image(model, image, detector)
+            assert [f.box for f in result.faces] == [f.box for f in expected] and len(expected) == 1
+            np.testing.assert_allclose(np.stack([f.probabilities for f in result.faces]), np.stack([f.probabilities for f in expected]), atol=1e-5)
+
+
+def test_predict_images_leaves_opencv_threads_as_it_found_them(model: FERClassifier, sample_portrait: Path, tmp_path: Path) -> None:
+    before = cv2.getNumThreads()
+    list(predict_images(model, portrait_photos(sample_portrait, tmp_path, 2), FaceDetector(), workers=2))
+    assert cv2.getNumThreads() == before
