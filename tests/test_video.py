@@ -22,6 +22,7 @@ from fer import CLASSES, FERClassifier, load_model
 from fer.predict import predict
 from fer.video import reader as reader_module
 from fer.video.analysis import VideoOptions, VideoSummary, analyze_video
+from fer.video.pipeline import Background
 from fer.video.reader import FrameReader, VideoReadError
 from fer.video.rows import FIELDS, RowsFile, read_rows
 from fer.video.tracker import IoUTracker, iou
@@ -234,6 +235,19 @@ def test_reader_gives_times_and_refuses_a_missing_file(one_face: tuple, tmp_path
         next(iter(frames))
     with pytest.raises(VideoReadError, match="no such file"):
         FrameReader(tmp_path / "nothing.mp4")
+
+
+def test_a_stage_error_reaches_the_consumer_and_close_stops_a_waiting_stage() -> None:
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"), Background(failing(), ahead=1) as stage:
+        list(stage)
+    endless = Background(iter(int, 1), ahead=2)  # never ends: its thread waits for room in the queue
+    assert next(iter(endless)) == 0
+    endless.close()
+    assert not endless._thread.is_alive()
 
 
 def predict_cfg(tmp_path: Path, checkpoint: Path, inputs: list[str], *overrides: str) -> DictConfig:

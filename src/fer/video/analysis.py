@@ -3,8 +3,12 @@
 The face detector runs on every ``detect_every``-th frame (by absolute frame index, so that a resumed run
 detects on the same frames as an uninterrupted one); on the frames in between each track keeps its last
 box. Every tracked face of every frame is cut and classified, and the faces of up to ``batch_frames``
-frames go through the model in one batch (the rows of a frame wait at most that many frames). Frames are
-decoded in their own thread (:mod:`fer.video.reader`), so decoding overlaps detection and classification.
+frames go through the model in one batch (the rows of a frame wait at most that many frames).
+
+Three threads share the work (:mod:`fer.video.pipeline`): decoding, face detection (the costliest step:
+about 50 ms a 640x480 frame on one core here, which the cascade barely spreads over more), and this one,
+which tracks, cuts the faces, classifies them and writes the rows. OpenCV and torch release the GIL, so
+detection runs on one core while classification runs on the other.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tqdm import tqdm
 
 from fer.inference import classify, prepare_faces
 from fer.video.annotate import AnnotatedVideo
+from fer.video.pipeline import Background
 from fer.video.reader import Frame, FrameReader, VideoReadError
 from fer.video.rows import RowsFile, face_row, status_row
 from fer.video.smoothing import Smoother
@@ -98,7 +103,7 @@ def analyze_video(
         reader = FrameReader(path, start=kept.next_frame, queue_frames=options.queue_frames)
     except VideoReadError as error:
         return _failed(summary, writer, str(error))
-    with reader:
+    with reader, Background(_detected(reader, detector, options.detect_every), options.batch_frames, name=f"detect {path.name}") as stage:
         summary.fps, summary.frames_expected = reader.fps, reader.frame_count
         tracker = IoUTracker(options.iou, options.max_missed)
         tracker.restore(kept.on_screen, max(track_ids, default=0) + 1)
@@ -107,13 +112,13 @@ def analyze_video(
         drawing = AnnotatedVideo(annotated, reader.fps, reader.width, reader.height) if annotated is not None else None
         bar = tqdm(total=reader.frame_count or None, initial=kept.next_frame, unit="frame", desc=path.name, disable=not options.progress, leave=False)
         try:
-            for frames in _chunks(reader, options.batch_frames):
+            for chunk in _chunks(stage, options.batch_frames):
                 faces: list[tuple[Frame, list[tuple[int, Box, np.ndarray]]]] = []
-                for frame in frames:
+                for frame, boxes in chunk:
                     if frame.gray is None:
                         faces.append((frame, []))
                         continue
-                    tracks = tracker.update(detector.detect(frame.gray)) if frame.index % options.detect_every == 0 else tracker.visible
+                    tracks = tracker.visible if boxes is None else tracker.update(boxes)
                     faces.append((frame, [(t.id, t.box, detector.cut(frame.gray, t.box, IMAGE_SIZE).crop) for t in tracks]))
                 crops = [crop for _, found in faces for _, _, crop in found]
                 probabilities = iter(classify(model, prepare_faces(crops, model.input_spec)))
@@ -124,8 +129,8 @@ def analyze_video(
                     if drawing is not None and frame.image is not None:
                         drawing.write(frame.image, rows)
                 smoother.keep_only({t.id for t in tracker.tracks})
-                summary.frames_analysed += len(frames)
-                bar.update(len(frames))
+                summary.frames_analysed += len(chunk)
+                bar.update(len(chunk))
         finally:
             bar.close()
             if drawing is not None:
@@ -178,10 +183,16 @@ def _failed(summary: VideoSummary, writer: RowsFile, message: str) -> VideoSumma
     return summary
 
 
-def _chunks(frames: FrameReader, size: int) -> Iterator[list[Frame]]:
-    chunk: list[Frame] = []
+def _detected(frames: FrameReader, detector: FaceDetector, every: int) -> Iterator[tuple[Frame, list[Box] | None]]:
+    """Each frame with the face boxes of a detection frame (every ``every``-th by index), else None: keep the tracks."""
     for frame in frames:
-        chunk.append(frame)
+        yield frame, (detector.detect(frame.gray) if frame.gray is not None and frame.index % every == 0 else None)
+
+
+def _chunks(items: Background, size: int) -> Iterator[list[tuple[Frame, list[Box] | None]]]:
+    chunk: list[tuple[Frame, list[Box] | None]] = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []

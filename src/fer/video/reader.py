@@ -1,8 +1,8 @@
-"""Frames of a video file, decoded in a background thread into a small bounded queue.
+"""Frames of a video file, decoded in a background thread into a small bounded queue (:mod:`fer.video.pipeline`).
 
-OpenCV's decoders release the GIL, so decoding (and the grayscale conversion done beside it) runs on
-one core while the analysis uses the other; the queue holds at most ``queue_frames`` frames, so memory
-stays flat however long the video is. A frame the decoder fails on is yielded with ``image=None`` when
+OpenCV's decoders release the GIL, so decoding (and the grayscale conversion done beside it) runs beside
+the analysis; the queue holds at most ``queue_frames`` frames, so memory stays flat however long the
+video is. A frame the decoder fails on is yielded with ``image=None`` when
 later frames still decode; when none does, the video ends there, and :attr:`FrameReader.frames_read`
 against :attr:`FrameReader.frame_count` (what the container claims) says whether it ended early.
 """
@@ -10,8 +10,6 @@ against :attr:`FrameReader.frame_count` (what the container claims) says whether
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer.video.pipeline import Background
+
 # suffixes read as videos (lower case): what OpenCV's wheel decodes through its bundled FFmpeg
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # failed reads in a row after which the video is taken to end (a damaged frame is usually one or two)
 MAX_BAD_FRAMES = 5
-_END = object()
 
 
 class VideoReadError(ValueError):
@@ -75,9 +74,7 @@ class FrameReader:
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.start = start
         self.frames_read = 0  # index of the last frame decoded + 1, once iteration ends
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_frames)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stage = Background(self._decode(), queue_frames, name=f"decode {self.path.name}")
 
     def __enter__(self) -> FrameReader:
         return self
@@ -86,65 +83,33 @@ class FrameReader:
         self.close()
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._thread is not None:
-            raise RuntimeError("A FrameReader is iterated once.")
-        self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}", daemon=True)
-        self._thread.start()
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return iter(self._stage)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.get(timeout=0.05)  # unblock a put waiting for room
-                except queue.Empty:
-                    pass
-            self._thread.join()
+        self._stage.close()
         self.capture.release()
 
     def _time(self, index: int) -> float:
         return index / self.fps if self.fps else self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _decode(self) -> None:
-        try:
-            index = 0
-            while index < self.start and self.capture.grab():
+    def _decode(self) -> Iterator[Frame]:
+        index = 0
+        while index < self.start and self.capture.grab():
+            index += 1
+        self.frames_read = index
+        failed: list[int] = []
+        while True:
+            ok, image = self.capture.read()
+            if not ok or image is None:
+                failed.append(index)
                 index += 1
-            self.frames_read = index
-            failed: list[int] = []
-            while not self._stop.is_set():
-                ok, image = self.capture.read()
-                if not ok or image is None:
-                    failed.append(index)
-                    index += 1
-                    if len(failed) >= MAX_BAD_FRAMES or (self.frame_count and index >= self.frame_count):
-                        break
-                    continue
-                for bad in failed:
-                    if not self._put(Frame(bad, self._time(bad), None, None)):
-                        return
-                failed.clear()
-                gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-                if not self._put(Frame(index, self._time(index), image, gray)):
+                if len(failed) >= MAX_BAD_FRAMES or (self.frame_count and index >= self.frame_count):
                     return
-                index += 1
-                self.frames_read = index
-        except BaseException as error:  # handed to the consumer, which raises it
-            self._put(error)
-        self._put(_END)
+                continue
+            for bad in failed:
+                yield Frame(bad, self._time(bad), None, None)
+            failed.clear()
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+            yield Frame(index, self._time(index), image, gray)
+            index += 1
+            self.frames_read = index
