@@ -184,7 +184,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
     entries = list(find_images(list(cfg.inputs)))
     videos = [(file, name) for file, name, problem in entries if problem is None and is_video_file(file)]
-    photos = [entry for entry in entries if entry[0] not in {file for file, _ in videos}]
+    video_files = {file for file, _ in videos}
+    photos = [entry for entry in entries if entry[0] not in video_files]
     rows = predict_files(model, photos, detector, cfg.crop_max_side, annotate_dir)
     taken: set[Path] = set()
     named = [(file, _unique(Path(VIDEO_DIR) / name.with_suffix(""), taken)) for file, name in videos]
