@@ -24,7 +24,7 @@ from fer.video import reader as reader_module
 from fer.video.analysis import VideoOptions, VideoSummary, analyze_video
 from fer.video.pipeline import Background
 from fer.video.reader import FrameReader, VideoReadError
-from fer.video.rows import FIELDS, RowsFile, read_rows
+from fer.video.rows import FIELDS, SUFFIXES, RowsFile, read_rows
 from fer.video.tracker import IoUTracker, iou
 from fer.vision.faces import Box, FaceDetector
 
@@ -131,17 +131,16 @@ def test_tracker_starts_and_drops_tracks() -> None:
     assert [t.id for t in tracker.update([a])] == [3]
 
 
-def test_resume_after_a_kill_gives_the_rows_of_a_clean_run(model: FERClassifier, four_faces: tuple, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_resume_after_a_kill_gives_the_rows_of_a_clean_run(model: FERClassifier, four_faces: tuple, tmp_path: Path, fmt: str) -> None:
     video, _ = four_faces
     options = VideoOptions(progress=False, smoothing=0.6, detect_every=3)
-    _, clean = analyze(model, video, tmp_path / "clean.csv", options)
-    killed = tmp_path / "killed.csv"
-    analyze(model, video, killed, options)
+    _, clean = analyze(model, video, tmp_path / f"clean{SUFFIXES[fmt]}", options, fmt)
+    killed = tmp_path / f"killed{SUFFIXES[fmt]}"
+    analyze(model, video, killed, options, fmt)
     data = killed.read_bytes()
     killed.write_bytes(data[: len(data) * 11 // 20 + 37])  # a kill in the middle of a line
-    with caplog.at_level(logging.INFO):
-        summary, resumed = analyze(model, video, killed, options, resume=True)
+    summary, resumed = analyze(model, video, killed, options, fmt, resume=True)
     assert summary.resumed_at is not None and 0 < summary.resumed_at < 45 and summary.frames_analysed == 45 - summary.resumed_at
     assert summary.rows == len(clean) == 45 * 4 and summary.tracks == 4
     assert len(resumed) == len(clean)
@@ -187,6 +186,23 @@ def test_bad_videos_each_get_a_row_that_says_so(model: FERClassifier, tmp_path: 
         summary, rows = analyze(model, path, tmp_path / f"{path.stem}.csv")
         assert len(rows) == 1 and rows[0]["status"] == "error" and rows[0]["frame"] is None, path
         assert summary.error is not None and re.search(message, rows[0]["error"]), rows[0]["error"]
+
+
+def test_a_frame_opencv_fails_on_stops_the_video_with_a_row(model: FERClassifier, one_face: tuple, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    detect = FaceDetector.detect
+
+    def failing(self: FaceDetector, gray: np.ndarray) -> list[Box]:
+        if failing.calls == 3:
+            raise cv2.error("odd frame")
+        failing.calls += 1
+        return detect(self, gray)
+
+    failing.calls = 0
+    monkeypatch.setattr(FaceDetector, "detect", failing)
+    summary, rows = analyze(model, one_face[0], tmp_path / "rows.csv", VideoOptions(progress=False, batch_frames=5))
+    assert summary.stopped_early and summary.frames_read == 15 and [row["frame"] for row in rows] == [*range(15), 15]
+    assert rows[-1]["status"] == "error" and "no rows from frame 15 on" in rows[-1]["error"]
 
 
 def test_a_truncated_video_keeps_the_frames_before_the_damage(model: FERClassifier, tmp_path: Path) -> None:
@@ -284,6 +300,17 @@ def test_predict_takes_a_folder_mixing_photos_and_videos(tmp_path: Path, tiny_ch
     with caplog.at_level(logging.INFO):
         predict(cfg)  # everything done: both videos are skipped
     assert caplog.text.count("already analysed") == 2
+
+    whole = read_rows(videos / "one.jsonl")
+    (videos / "one.summary.json").unlink()  # killed while it wrote the rows of frame 40
+    text = (videos / "one.jsonl").read_text()
+    (videos / "one.jsonl").write_text(text[: text.index('"frame": 40') + 30])
+    cfg.video.annotate = False
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        predict(cfg)
+    assert "resuming at frame 39 after 39 rows kept" in caplog.text and "already analysed" in caplog.text
+    assert [row["frame"] for row in read_rows(videos / "one.jsonl")] == [row["frame"] for row in whole]
 
 
 @pytest.mark.slow

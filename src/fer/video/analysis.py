@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -111,6 +112,7 @@ def analyze_video(
         smoother.state.update(kept.probabilities)
         drawing = AnnotatedVideo(annotated, reader.fps, reader.width, reader.height) if annotated is not None else None
         bar = tqdm(total=reader.frame_count or None, initial=kept.next_frame, unit="frame", desc=path.name, disable=not options.progress, leave=False)
+        failure = None
         try:
             for chunk in _chunks(stage, options.batch_frames):
                 faces: list[tuple[Frame, list[tuple[int, Box, np.ndarray]]]] = []
@@ -131,16 +133,18 @@ def analyze_video(
                 smoother.keep_only({t.id for t in tracker.tracks})
                 summary.frames_analysed += len(chunk)
                 bar.update(len(chunk))
+        except cv2.error as error:  # a frame OpenCV cannot work on (odd size or depth): the video stops, the batch goes on
+            failure = f"OpenCV failed on a frame: no rows from frame {kept.next_frame + summary.frames_analysed} on ({' '.join(str(error).split())})"
         finally:
             bar.close()
             if drawing is not None:
                 drawing.close()
-        summary.frames_read = reader.frames_read
+        summary.frames_read = reader.frames_read if failure is None else kept.next_frame + summary.frames_analysed
     if summary.frames_read == 0 and summary.rows == 0:
         return _failed(summary, writer, f"Video {path} holds no frames that decode (the container claims {reader.frame_count}).")
-    summary.stopped_early = bool(reader.frame_count) and summary.frames_read < reader.frame_count
+    summary.stopped_early = failure is not None or (bool(reader.frame_count) and summary.frames_read < reader.frame_count)
     if summary.stopped_early:
-        message = f"stopped early: {summary.frames_read} frames read of the {reader.frame_count} the container claims (damaged or truncated)"
+        message = failure or f"stopped early: {summary.frames_read} frames read of the {reader.frame_count} the container claims (damaged or truncated)"
         log.warning("%s: %s", path, message)
         writer.write([status_row(str(path), "error", summary.frames_read, None, message)])
         summary.rows += 1

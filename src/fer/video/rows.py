@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,8 @@ class RowsFile:
         self.kept.no_face = sum(row["status"] == "no_face" for row in kept)
         self.kept.errors = sum(row["status"] == "error" for row in kept)
         self.kept.track_ids = {row["track"] for row in kept if row["track"] is not None}
-        previous = [row for row in kept if row["frame"] == last - 1 and row["status"] == "ok"]
+        seen = [row["frame"] for row in kept if row["frame"] is not None and row["status"] != "error"]  # an undecodable frame kept the tracks
+        previous = [row for row in kept if seen and row["frame"] == max(seen) and row["status"] == "ok"]
         self.kept.on_screen = [Track(row["track"], Box(row["x"], row["y"], row["w"], row["h"])) for row in previous]
         self.kept.probabilities = {row["track"]: np.array([row[f"p_{c}"] for c in CLASSES], dtype=np.float64) for row in previous}
         return True
@@ -151,10 +153,18 @@ def parse_row(text: str, fmt: str) -> dict[str, Any]:
     return row
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Every whole row of a rows file (``.csv`` or ``.jsonl``), typed as written (for the timeline and tests)."""
+def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The whole rows of a rows file (``.csv`` or ``.jsonl``) one at a time, typed as written; a half-written last line is left out."""
     path = Path(path)
     fmt = "json" if path.suffix == SUFFIXES["json"] else "csv"
-    data = path.read_text(encoding="utf-8")
-    lines = data[: data.rfind("\n") + 1].splitlines()
-    return [parse_row(line, fmt) for line in (lines[1:] if fmt == "csv" else lines)]
+    with open(path, newline="", encoding="utf-8") as handle:
+        if fmt == "csv":
+            handle.readline()
+        for line in handle:
+            if line.endswith("\n"):
+                yield parse_row(line, fmt)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Every whole row of a rows file, as a list (for tests and small videos; :func:`iter_rows` streams)."""
+    return list(iter_rows(path))

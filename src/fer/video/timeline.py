@@ -13,7 +13,7 @@ import numpy as np
 
 from fer.classes import CLASSES
 from fer.plots import new_figure, save
-from fer.video.rows import read_rows
+from fer.video.rows import iter_rows
 
 MAX_TRACKS = 8
 
@@ -21,7 +21,7 @@ MAX_TRACKS = 8
 def plot_timeline(rows_path: str | Path, target: str | Path, title: str = "") -> Path:
     """Draw the timeline of ``rows_path`` into ``target`` (a panel saying "no face" when no track has rows)."""
     tracks: dict[int, list[tuple[float, list[float]]]] = defaultdict(list)
-    for row in read_rows(rows_path):
+    for row in iter_rows(rows_path):
         if row["status"] == "ok":
             tracks[row["track"]].append((row["time"], [row[f"p_{c}"] for c in CLASSES]))
     shown = sorted(tracks, key=lambda t: (-len(tracks[t]), t))[:MAX_TRACKS]
