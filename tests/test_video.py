@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -324,6 +325,29 @@ def test_predict_entry_point_writes_video_csv(tmp_path: Path, tiny_checkpoint: P
     rows = read_rows(run / "videos" / "four.csv")
     assert len(rows) == 45 * 4 and {row["track"] for row in rows} == {1, 2, 3, 4}
     assert json.loads((run / "videos" / "four.summary.json").read_text())["faces"] == 180
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_video_resumes_where_it_stopped(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    video, run = tmp_path / "long.mp4", tmp_path / "run"
+    film(video, 300)
+    command = [sys.executable, "-m", "fer.predict", f"ckpt_path={tiny_checkpoint}", f"inputs=[{video}]", "format=csv", f"hydra.run.dir={run}",
+               "video.progress=false", "video.smoothing=0.5"]
+    rows_file = run / "videos" / "long.csv"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and (not rows_file.is_file() or rows_file.stat().st_size < 20_000):
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    written = read_rows(rows_file)
+    assert 0 < len(written) < 300, "the run was killed mid-video, with rows already on disk"
+    result = subprocess.run([*command, "resume=true"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming at frame" in (run / "predict.log").read_text()
+    rows = read_rows(rows_file)
+    assert [row["frame"] for row in rows] == list(range(300)) and {row["track"] for row in rows} == {1}
+    assert rows[: len(written) - 1] == written[:-1]  # what was written stays (the last frame kept is analysed again)
 
 
 @pytest.mark.slow
