@@ -54,8 +54,10 @@ def analyze_videos(
         elif resume and annotate:
             log.info("%s: the annotated copy cannot be continued: analysing again from the first frame", file)
         with RowsFile(rows_path, fmt, resume=continuing) as writer:
-            if continuing:
+            if continuing and writer.kept.rows:
                 log.info("%s: resuming at frame %d after %d rows kept in %s", file, writer.kept.next_frame, writer.kept.rows, rows_path)
+            elif continuing:
+                log.info("%s: %s holds no whole frame: starting from the first frame", file, rows_path)
             annotated = base.with_name(base.name + ".annotated.mp4") if annotate else None
             summary = analyze_video(model, file, detector, options, writer, annotated)
         if timeline:

@@ -120,7 +120,7 @@ class RowsFile:
             return False
         last = max(framed)
         keep_to = next(start for start, row in lines if row["frame"] == last)
-        self._truncate(keep_to, data)
+        self._truncate(keep_to, len(data))
         kept = [row for start, row in lines if start < keep_to]
         self.kept.next_frame = last
         self.kept.rows = len(kept)
@@ -128,14 +128,15 @@ class RowsFile:
         self.kept.no_face = sum(row["status"] == "no_face" for row in kept)
         self.kept.errors = sum(row["status"] == "error" for row in kept)
         self.kept.track_ids = {row["track"] for row in kept if row["track"] is not None}
-        seen = [row["frame"] for row in kept if row["frame"] is not None and row["status"] != "error"]  # an undecodable frame kept the tracks
-        previous = [row for row in kept if seen and row["frame"] == max(seen) and row["status"] == "ok"]
+        # the tracks on screen: those of the last frame that decoded (an undecodable frame left them as they were)
+        decoded = max((row["frame"] for row in kept if row["frame"] is not None and row["status"] != "error"), default=None)
+        previous = [row for row in kept if row["frame"] == decoded and row["status"] == "ok"]
         self.kept.on_screen = [Track(row["track"], Box(row["x"], row["y"], row["w"], row["h"])) for row in previous]
         self.kept.probabilities = {row["track"]: np.array([row[f"p_{c}"] for c in CLASSES], dtype=np.float64) for row in previous}
         return True
 
-    def _truncate(self, size: int, data: bytes) -> None:
-        if size < len(data):
+    def _truncate(self, size: int, length: int) -> None:
+        if size < length:
             with open(self.path, "r+b") as handle:
                 handle.truncate(size)
 
