@@ -1,14 +1,23 @@
-"""Predict expressions in images: ``python -m fer.predict ckpt_path=PATH inputs=[photo.jpg,folder/]``.
+"""Predict expressions in images and videos: ``python -m fer.predict ckpt_path=PATH inputs=[photo.jpg,clip.mp4,folder/]``.
 
-Each input is a file or a folder (searched recursively). Per image: a face crop (a small square
-grayscale image, :func:`fer.inference.is_face_crop`) is classified whole; any other image goes
-through the Haar face detector and each face is cropped with a margin (and aligned on the eyes
-with ``detector.align=true``), resized to 48x48 and classified. One row per face goes to
-``predictions.json`` or ``.csv`` in the run directory: file, face number, box, how it was found,
-emotion and all seven probabilities. An image with no face gets a ``no_face`` row; a file that
-cannot be read gets an ``error`` row naming it and the reason, and the batch goes on.
+Each input is a file or a folder (searched recursively); a folder may mix photos and videos.
+
+Photos: a face crop (a small square grayscale image, :func:`fer.inference.is_face_crop`) is
+classified whole; any other image goes through the Haar face detector and each face is cropped with
+a margin (and aligned on the eyes with ``detector.align=true``), resized to 48x48 and classified.
+One row per face goes to ``predictions.json`` or ``.csv`` in the run directory: file, face number,
+box, how it was found, emotion and all seven probabilities. An image with no face gets a
+``no_face`` row; a file that cannot be read gets an ``error`` row naming it and the reason, and the
+batch goes on.
+
+Videos (:data:`fer.video.reader.VIDEO_SUFFIXES`): faces are detected every ``video.detect_every``-th
+frame and followed by a tracker in between, so each face keeps one track id; one row per face per
+frame (frame, time, track, box, emotion, probabilities; ``no_face`` and ``error`` rows as for photos)
+goes to ``videos/<name>.csv`` or ``.jsonl``, written as it goes, with ``videos/<name>.summary.json``
+when the video is done. ``resume=true`` with the same output folder continues a killed run
+(:mod:`fer.video.batch`); ``video.annotate`` and ``video.timeline`` add an annotated copy and a
+figure of each track's probabilities over time.
 """
-
 from __future__ import annotations
 
 import csv
@@ -27,6 +36,10 @@ from fer.cli import entry_point
 from fer.inference import FacePrediction, predict_image
 from fer.run.rundir import run_metadata, save_config, write_json
 from fer.training.module import FERClassifier
+from fer.video.analysis import VideoOptions
+from fer.video.batch import analyze_videos
+from fer.video.reader import VIDEO_SUFFIXES, is_video_file
+from fer.video.rows import SUFFIXES as ROW_SUFFIXES
 from fer.vision.faces import FaceDetector
 from fer.vision.images import IMAGE_SUFFIXES, ImageReadError, load_image
 
@@ -36,12 +49,14 @@ FORMATS = ("json", "csv")
 ROW_KEYS = ("file", "face", "status", "box", "source", "aligned", "emotion", "confidence", "probabilities", "error")
 CSV_FIELDS = ("file", "face", "status", "x", "y", "w", "h", "source", "aligned", "emotion", "confidence", *(f"p_{c}" for c in CLASSES), "error")
 ANNOTATE_MIN_SIDE = 240
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+VIDEO_DIR = "videos"
 
 
 def find_images(inputs: list[str]) -> Iterator[tuple[Path, Path | None, str | None]]:
-    """``(file, name for its annotated copy, error)`` for every image of every input, in order.
+    """``(file, name for its outputs, error)`` for every image and video of every input, in order.
 
-    A missing input or a folder with no images yields one error entry; non-image files inside
+    A missing input or a folder with no images or videos yields one error entry; other files inside
     folders are skipped and counted in the log.
     """
     for raw in inputs:
@@ -50,12 +65,12 @@ def find_images(inputs: list[str]) -> Iterator[tuple[Path, Path | None, str | No
             yield path, Path(path.name), None
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
-            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            images = [p for p in files if p.suffix.lower() in INPUT_SUFFIXES]
             if len(images) < len(files):
-                others = [str(p.relative_to(path)) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-                log.warning("Skipped %d non-image files in %s (suffixes %s), e.g. %s", len(others), path, IMAGE_SUFFIXES, others[:3])
+                others = [str(p.relative_to(path)) for p in files if p.suffix.lower() not in INPUT_SUFFIXES]
+                log.warning("Skipped %d files that are neither images nor videos in %s (suffixes %s), e.g. %s", len(others), path, INPUT_SUFFIXES, others[:3])
             if not images:
-                yield path, None, f"folder holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
+                yield path, None, f"folder holds no images or videos (looked for {', '.join(INPUT_SUFFIXES)})"
             for image in images:
                 yield image, Path(path.name) / image.relative_to(path), None
         else:
@@ -85,15 +100,15 @@ def empty_row(file: Path, status: str, error: str | None = None) -> dict[str, An
 
 def predict_files(
     model: FERClassifier,
-    inputs: list[str],
+    entries: list[tuple[Path, Path | None, str | None]],
     detector: FaceDetector,
     crop_max_side: int,
     annotate_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for every face of every input image (see the module docstring)."""
+    """Rows for every face of every image of ``entries`` (from :func:`find_images`; see the module docstring)."""
     rows: list[dict[str, Any]] = []
     written: set[Path] = set()
-    for file, name, problem in find_images(inputs):
+    for file, name, problem in entries:
         if problem is not None:
             log.error("%s: %s", file, problem)
             rows.append(empty_row(file, "error", problem))
@@ -156,28 +171,44 @@ def write_rows(rows: list[dict[str, Any]], path: Path, fmt: str, header: dict[st
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Load the checkpoint, predict every input, write the rows (and annotated copies)."""
+    """Load the checkpoint, predict every input, write the rows (and annotated copies); returns the photos' rows."""
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r} must be one of {', '.join(FORMATS)}.")
     if not cfg.inputs:
-        raise ValueError("No inputs: pass inputs=[PATH,...] with image files and/or folders.")
+        raise ValueError("No inputs: pass inputs=[PATH,...] with image or video files and/or folders.")
+    options = VideoOptions(**{key: value for key, value in cfg.video.items() if key in VideoOptions.__dataclass_fields__})
     save_config(cfg, cfg.paths.output_dir)
     model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location=cfg.device).eval()
     model.use_tta(cfg.tta)
     detector = FaceDetector(**cfg.detector)
     annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
-    rows = predict_files(model, list(cfg.inputs), detector, cfg.crop_max_side, annotate_dir)
+    entries = list(find_images(list(cfg.inputs)))
+    videos = [(file, name) for file, name, problem in entries if problem is None and is_video_file(file)]
+    video_files = {file for file, _ in videos}
+    photos = [entry for entry in entries if entry[0] not in video_files]
+    rows = predict_files(model, photos, detector, cfg.crop_max_side, annotate_dir)
+    taken: set[Path] = set()
+    named = [(file, _unique(Path(VIDEO_DIR) / name.with_suffix(""), taken)) for file, name in videos]
     status = Counter(row["status"] for row in rows)
     header = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "classes": list(CLASSES),
         "tta": model.tta,
         "summary": {"images": len({row["file"] for row in rows}), "faces": status["ok"], "no_face": status["no_face"], "errors": status["error"]},
+        "videos": [{"file": str(file), "rows": f"{name}{ROW_SUFFIXES[cfg.format]}"} for file, name in named],
         **run_metadata(),
     }
     output = Path(cfg.output)
     write_rows(rows, output, cfg.format, header)
     log.info("%s; wrote %s", ", ".join(f"{k} {v}" for k, v in header["summary"].items()), output)
+    if named:
+        out_dir = Path(cfg.paths.output_dir)
+        summaries = analyze_videos(
+            model, [(file, out_dir / name) for file, name in named], detector, options, cfg.format,
+            resume=cfg.resume, annotate=cfg.video.annotate, timeline=cfg.video.timeline,
+        )
+        stopped = sum(bool(s["error"]) for s in summaries)
+        log.info("videos %d (%d with an error or stopped early); rows in %s", len(summaries), stopped, out_dir / VIDEO_DIR)
     return rows
 
 
