@@ -75,3 +75,19 @@ def test_bad_precision_and_the_autocast_it_implies() -> None:
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     with autocast_for("32-true", cpu):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.slow
+def test_bench_apply_times_photos_and_videos_of_real_faces(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = [
+        f"paths.log_dir={tmp_path / 'logs'}", "bench.apply.enabled=true", f"bench.apply.ckpt_path={tiny_checkpoint}", "bench.apply.photos=6",
+        "bench.apply.video_seconds=1", "bench.apply.video_faces=[1,4]", "bench.apply.detect_every=[3]", "bench.apply.memory_seconds=2",
+    ]
+    assert run_cli(main, args, monkeypatch) == 0
+    (report,) = (tmp_path / "logs" / "bench").rglob("bench.json")
+    result = json.loads(report.read_text())
+    assert result["model"] == str(tiny_checkpoint) and result["tta"] == "none"
+    assert result["photos"]["count"] == 6 and result["photos"]["faces"] == 6 and result["photos"]["photos_per_s"] > 0
+    assert [(v["faces"], v["detect_every"], v["frames"], v["tracks"]) for v in result["videos"]] == [(1, 3, 30, 1), (4, 3, 30, 4)]
+    assert all(v["frames_per_s"] > 0 for v in result["videos"])
+    assert result["memory"]["frames"] == 60 and "rss_growth_mb" in result["memory"]

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from fer.bench_apply import bench_apply
 from fer.cli import entry_point
 from fer.factory import build_datamodule, build_module, build_trainer
 from fer.run.hardware import autocast_for
@@ -105,8 +106,14 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
-    """Run the three measurements side by side and return them (also written as bench.json)."""
+    """Run the three measurements side by side and return them (also written as bench.json);
+    with ``bench.apply.enabled`` the applied model's photos/s and video frames/s instead (:mod:`fer.bench_apply`)."""
     metadata = run_metadata()
+    if cfg.bench.apply.enabled:
+        result = {**bench_apply(cfg), **metadata}
+        write_json(Path(cfg.paths.output_dir) / "bench.json", result)
+        print(json.dumps(result))
+        return result
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)

@@ -1,4 +1,5 @@
-"""Predict expressions in images and videos: ``python -m fer.predict ckpt_path=PATH inputs=[photo.jpg,clip.mp4,folder/]``.
+"""Predict expressions in images and videos: ``python -m fer.predict [ckpt_path=PATH] inputs=[photo.jpg,clip.mp4,folder/]``
+(without ``ckpt_path``, the model packaged with fer: :mod:`fer.packaged`).
 
 Each input is a file or a folder (searched recursively); a folder may mix photos and videos.
 
@@ -31,9 +32,10 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig
 
+from fer import load_model, packaged
 from fer.classes import CLASSES
 from fer.cli import entry_point
-from fer.inference import FacePrediction, predict_image
+from fer.inference import FacePrediction, predict_images
 from fer.run.rundir import run_metadata, save_config, write_json
 from fer.training.module import FERClassifier
 from fer.video.analysis import VideoOptions
@@ -41,7 +43,7 @@ from fer.video.batch import analyze_videos
 from fer.video.reader import VIDEO_SUFFIXES, is_video_file
 from fer.video.rows import SUFFIXES as ROW_SUFFIXES
 from fer.vision.faces import FaceDetector
-from fer.vision.images import IMAGE_SUFFIXES, ImageReadError, load_image
+from fer.vision.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -104,31 +106,33 @@ def predict_files(
     detector: FaceDetector,
     crop_max_side: int,
     annotate_dir: Path | None = None,
+    workers: int = 2,
 ) -> list[dict[str, Any]]:
-    """Rows for every face of every image of ``entries`` (from :func:`find_images`; see the module docstring)."""
+    """Rows for every face of every image of ``entries`` (from :func:`find_images`; see the module docstring).
+    Photos are decoded and searched for faces in ``workers`` threads (:func:`fer.inference.predict_images`)."""
     rows: list[dict[str, Any]] = []
     written: set[Path] = set()
+    readable = [(file, name) for file, name, problem in entries if problem is None]
+    results = predict_images(model, (file for file, _ in readable), detector, crop_max_side, workers)
     for file, name, problem in entries:
         if problem is not None:
             log.error("%s: %s", file, problem)
             rows.append(empty_row(file, "error", problem))
             continue
-        try:
-            image = load_image(file)
-        except ImageReadError as error:
-            log.error("%s", error)
-            rows.append(empty_row(file, "error", str(error)))
+        result = next(results)
+        if result.error is not None:
+            log.error("%s", result.error)
+            rows.append(empty_row(file, "error", result.error))
             continue
-        faces = predict_image(model, image, detector, crop_max_side)
-        if faces:
-            rows += [face_row(file, i, face) for i, face in enumerate(faces)]
+        if result.faces:
+            rows += [face_row(file, i, face) for i, face in enumerate(result.faces)]
         else:
             log.info("%s: no face found", file)
             rows.append(empty_row(file, "no_face"))
         if annotate_dir is not None:
             target = _unique((annotate_dir / name).with_suffix(".png"), written)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), annotate(image, faces)):
+            if not cv2.imwrite(str(target), annotate(result.image, result.faces)):
                 raise OSError(f"Could not write the annotated copy {target}: check that the folder is writable.")
     return rows
 
@@ -178,7 +182,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         raise ValueError("No inputs: pass inputs=[PATH,...] with image or video files and/or folders.")
     options = VideoOptions(**{key: value for key, value in cfg.video.items() if key in VideoOptions.__dataclass_fields__})
     save_config(cfg, cfg.paths.output_dir)
-    model = FERClassifier.load_from_checkpoint(cfg.ckpt_path, map_location=cfg.device).eval()
+    model = load_model(cfg.ckpt_path, map_location=cfg.device)
     model.use_tta(cfg.tta)
     detector = FaceDetector(**cfg.detector)
     annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
@@ -186,12 +190,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     videos = [(file, name) for file, name, problem in entries if problem is None and is_video_file(file)]
     video_files = {file for file, _ in videos}
     photos = [entry for entry in entries if entry[0] not in video_files]
-    rows = predict_files(model, photos, detector, cfg.crop_max_side, annotate_dir)
+    rows = predict_files(model, photos, detector, cfg.crop_max_side, annotate_dir, cfg.workers)
     taken: set[Path] = set()
     named = [(file, _unique(Path(VIDEO_DIR) / name.with_suffix(""), taken)) for file, name in videos]
     status = Counter(row["status"] for row in rows)
     header = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()) if cfg.ckpt_path else f"packaged: {packaged.card()['name']}",
         "classes": list(CLASSES),
         "tta": model.tta,
         "summary": {"images": len({row["file"] for row in rows}), "faces": status["ok"], "no_face": status["no_face"], "errors": status["error"]},
