@@ -301,11 +301,15 @@ def test_entry_point_loads_the_packaged_model_or_a_checkpoint(tmp_path: Path, mo
     served: list[dict[str, Any]] = []
     monkeypatch.setattr(fer, "load_model", lambda *args, **kwargs: loads.append(args) or model)
     monkeypatch.setattr(serve_main.uvicorn, "run", lambda app, **kwargs: served.append(kwargs))
+    threads: list[int] = []
+    monkeypatch.setattr(serve_main.torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(serve_main.cv2, "setNumThreads", threads.append)
     for overrides in ([], ["ckpt_path=some.ckpt", "port=9001"]):
         serve_main.serve(compose_config([f"paths.output_dir={tmp_path}", *overrides], config_name="serve"))
     assert loads == [(), ("some.ckpt",)]
     assert served[0]["host"] == "127.0.0.1" and served[0]["port"] == 8000 and served[1]["port"] == 9001
     assert served[0]["limit_concurrency"] > 0 and served[0]["timeout_keep_alive"] > 0
+    assert threads == [1, 1, 1, 1]
 
 
 def test_settings_come_from_the_config() -> None:
