@@ -24,8 +24,9 @@ SCRIPT = ROOT / "experiments" / "serve_screenshot.py"
 STARTUP_S = 120.0
 
 
-def load_script() -> ModuleType:
-    """experiments/serve_screenshot.py, or a skip saying what is missing for it."""
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    """experiments/serve_screenshot.py, or a skip saying what is missing for it (before any server starts)."""
     if importlib.util.find_spec("selenium") is None:
         pytest.skip("selenium is not installed (pip install selenium)")
     spec = importlib.util.spec_from_file_location("serve_screenshot", SCRIPT)
@@ -43,7 +44,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[str]:
+def server(script: ModuleType, tiny_checkpoint: Path, tmp_path: Path) -> Iterator[str]:
     """The URL of a real server (its own process, as a user starts it), stopped after the test."""
     port = free_port()
     command = [sys.executable, "-m", "fer.serve", f"ckpt_path={tiny_checkpoint}", f"port={port}", f"paths.log_dir={tmp_path / 'logs'}"]
@@ -73,8 +74,7 @@ def server(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_page_draws_the_apis_answer(server: str, sample_portrait: Path, tmp_path: Path) -> None:
-    script = load_script()
+def test_page_draws_the_apis_answer(script: ModuleType, server: str, sample_portrait: Path, tmp_path: Path) -> None:
     expected = httpx.post(f"{server}/predict", files={"file": ("p.jpg", sample_portrait.read_bytes(), "image/jpeg")}, timeout=30).json()
     driver = script.chromium()
     try:
