@@ -98,6 +98,7 @@ def test_page_static_files_and_openapi(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
     assert "/predict" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
+    assert client.get("/static/../app.py").status_code == 404 and client.get("/static/%2e%2e/app.py").status_code == 404
 
 
 def test_predict_a_real_face_gives_fer_predict_rows(client: TestClient, portrait_jpeg: bytes) -> None:
@@ -242,6 +243,25 @@ def test_a_slow_request_times_out_and_the_server_stays_up(model: FERClassifier, 
         assert response.status_code == 504 and "0.3 s" in response.json()["error"]
         assert time.perf_counter() - started < 1.0
         assert client.get("/health").json()["status"] == "ok"
+
+
+def test_beyond_max_pending_is_503_at_once(model: FERClassifier, portrait_jpeg: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(model: FERClassifier, inputs: torch.Tensor, tta: str) -> np.ndarray:
+        time.sleep(0.8)
+        return classify_batch(model, inputs, tta)
+
+    monkeypatch.setattr("fer.serve.app.classify_batch", slow)
+    with TestClient(create_app(model, Settings(max_pending=1))) as client:
+        first: list[int] = []
+        thread = threading.Thread(target=lambda: first.append(post_file(client, portrait_jpeg).status_code))
+        thread.start()
+        deadline = time.monotonic() + 5
+        while client.get("/health").json()["pending"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = post_file(client, portrait_jpeg)
+        thread.join()
+    assert second.status_code == 503 and "in flight" in second.json()["error"]
+    assert first == [200]
 
 
 # ---- batching ----

@@ -29,6 +29,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from fer.classes import CLASSES
 from fer.serve.batcher import Batcher
@@ -97,7 +98,7 @@ class Service:
         started = time.perf_counter()
         limit = self.settings.max_upload_bytes
         body = await read_body(request.headers, request.stream(), limit)
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             body, fields = await form_image(request.headers, body, limit)
             tta = fields.get("tta", tta)
             detect = detect if "detect" not in fields else fields["detect"].lower() not in FALSE_WORDS
@@ -171,6 +172,8 @@ def create_app(model: FERClassifier, settings: Settings, ckpt_path: str | None =
             return error(413, str(problem))
         except BadUpload as problem:
             return error(400, str(problem))
+        except ClientDisconnect:
+            return error(400, "The client went away before the upload was complete.")
         finally:
             service.pending -= 1
 
