@@ -285,6 +285,20 @@ def test_batcher_combines_concurrent_submits(model: FERClassifier) -> None:
         np.testing.assert_allclose(probabilities, classify_batch(model, job, "none"), atol=1e-5)
 
 
+def test_a_lone_request_does_not_wait_for_a_batch(model: FERClassifier) -> None:
+    async def run() -> float:
+        batcher = Batcher(lambda inputs, tta: classify_batch(model, inputs, tta), max_wait_s=2.0, more_coming=lambda: False)
+        await batcher.start()
+        try:
+            started = time.perf_counter()
+            await batcher.submit(torch.zeros((1, 1, 48, 48), dtype=torch.uint8), "none")
+            return time.perf_counter() - started
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(run()) < 1.0
+
+
 def test_batcher_splits_by_batch_size_and_tta(model: FERClassifier) -> None:
     async def run() -> list[int]:
         batcher = Batcher(lambda inputs, tta: classify_batch(model, inputs, tta), batch_size=4, max_wait_s=0.05)
@@ -333,7 +347,8 @@ def test_entry_point_loads_the_packaged_model_or_a_checkpoint(tmp_path: Path, mo
 
 
 def test_settings_come_from_the_config() -> None:
+    assert Settings.from_config(compose_config([], config_name="serve")) == Settings()  # the code's defaults are the config's
     settings = Settings.from_config(compose_config(["limits.max_upload_bytes=123", "batch.batch_size=7"], config_name="serve"))
-    assert settings.max_upload_bytes == 123 and settings.batch_size == 7 and settings.detector["min_face"] == 48
+    assert settings.max_upload_bytes == 123 and settings.batch_size == 7
     with pytest.raises(ValueError, match="max_pixels"):
         Settings(max_pixels=0)

@@ -72,9 +72,12 @@ class Service:
         self.model = model.eval()
         self.settings = settings
         self.tta = check_mode(settings.tta or model.tta, "tta")
-        self.batcher = Batcher(lambda inputs, tta: classify_batch(model, inputs, tta), settings.batch_size, settings.max_batch_wait_ms / 1000)
+        self.pending = 0  # requests in /predict
+        self.preparing = 0  # of which being decoded and searched for faces: the batcher waits for them
+        self.batcher = Batcher(
+            lambda inputs, tta: classify_batch(model, inputs, tta), settings.batch_size, settings.max_batch_wait_ms / 1000, lambda: self.preparing > 0
+        )
         self.pool: ThreadPoolExecutor | None = None
-        self.pending = 0
         self._local = threading.local()
 
     async def start(self) -> None:
@@ -105,7 +108,11 @@ class Service:
         mode = self.tta if tta in (None, "") else tta
         if mode not in TTA_MODES:
             raise BadUpload(f"tta={mode!r} must be one of {', '.join(TTA_MODES)} (or left out: {self.tta}).")
-        image, found = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, body, detect)
+        self.preparing += 1
+        try:
+            image, found = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, body, detect)
+        finally:
+            self.preparing -= 1
         probabilities = await self.batcher.submit(found.inputs, mode)
         faces = [
             {

@@ -6,8 +6,8 @@ its faces on an asyncio queue and awaits a future; one worker task takes the fir
 queued behind it, waits ``max_wait_s`` once for more when that is under ``batch_size`` faces, runs
 the model in its own one-thread executor (so inference never blocks the event loop, and torch's
 threads are not shared between calls) and hands each request its rows back. Jobs whose request has already given up (timed out,
-client gone) are dropped before the model sees them. With nothing else queued a lone request waits
-at most ``max_wait_s``; while the model is busy the next batch fills by itself.
+client gone) are dropped before the model sees them. A lone request does not wait (the app says
+when others are being decoded); while the model is busy the next batch fills by itself.
 """
 
 from __future__ import annotations
@@ -37,12 +37,22 @@ class Job:
 
 
 class Batcher:
-    """Collects jobs into batches for ``run(inputs, tta) -> probabilities``; start it inside the running loop."""
+    """Collects jobs into batches for ``run(inputs, tta) -> probabilities``; start it inside the running loop.
 
-    def __init__(self, run: Callable[[torch.Tensor, str], np.ndarray], batch_size: int = 32, max_wait_s: float = 0.005) -> None:
+    ``more_coming()`` says whether other requests are on their way (being decoded, say): when none
+    is, a batch does not wait for them, so a lone request pays no ``max_wait_s``."""
+
+    def __init__(
+        self,
+        run: Callable[[torch.Tensor, str], np.ndarray],
+        batch_size: int = 32,
+        max_wait_s: float = 0.005,
+        more_coming: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.run = run
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        self.more_coming = more_coming
         self.batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)  # faces per model call, newest last
         self._queue: asyncio.Queue[Job] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -76,7 +86,7 @@ class Batcher:
         while True:
             jobs = [await self._queue.get()]
             self._take_queued(jobs)
-            if self._faces(jobs) < self.batch_size and self.max_wait_s > 0:
+            if self._faces(jobs) < self.batch_size and self.max_wait_s > 0 and self.more_coming():
                 await asyncio.sleep(self.max_wait_s)  # let the requests that arrive together join
                 self._take_queued(jobs)
             for tta in dict.fromkeys(job.tta for job in jobs):

@@ -9,6 +9,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 MB = 1024 * 1024
+# conf/serve.yaml's detector: faster than fer.predict's (it says why)
+DETECTOR = {"min_face": 64, "scale_factor": 1.2, "min_neighbors": 5, "margin": 0.1, "align": False}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Settings:
     preprocess_threads: int = 2
     tta: str | None = None
     crop_max_side: int = 96
-    detector: dict[str, Any] = field(default_factory=dict)
+    detector: dict[str, Any] = field(default_factory=lambda: dict(DETECTOR))
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "request_timeout_s", "max_pending", "batch_size", "preprocess_threads", "detect_max_side"):
