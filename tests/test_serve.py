@@ -134,6 +134,8 @@ def test_several_faces_and_tta(client: TestClient, sample_portrait: Path) -> Non
     assert len(boxes) == 2 and boxes[0][0] < 512 < 592 < boxes[1][0]
     assert [face["face"] for face in result["faces"]] == [0, 1]
     assert post_file(client, encode(pair), tta="sideways").status_code == 400
+    invalid = post_file(client, encode(pair), params={"detect": "maybe"})
+    assert invalid.status_code == 400 and "detect" in invalid.json()["error"]
 
 
 # ---- hostile input ----

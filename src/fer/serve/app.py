@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
@@ -98,6 +99,7 @@ class Service:
         return image, found
 
     async def predict(self, request: Request, tta: str | None, detect: bool) -> dict[str, Any]:
+        """Read, decode, find the faces, classify them with whatever else is queued; the JSON answer."""
         started = time.perf_counter()
         limit = self.settings.max_upload_bytes
         body = await read_body(request.headers, request.stream(), limit)
@@ -183,6 +185,11 @@ def create_app(model: FERClassifier, settings: Settings, ckpt_path: str | None =
             return error(400, "The client went away before the upload was complete.")
         finally:
             service.pending -= 1
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, problem: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in problem.errors())
+        return error(400, f"Invalid request: {where}.")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, problem: Exception) -> JSONResponse:
