@@ -32,7 +32,7 @@ from fer.serve.app import create_app
 from fer.serve.batcher import Batcher
 from fer.serve.pipeline import classify_batch
 from fer.serve.settings import Settings
-from fer.serve.uploads import UploadTooLarge, read_body
+from fer.serve.uploads import ByteBudget, ServerBusy, UploadTooLarge, read_body
 from fer.training.module import FERClassifier
 
 FACE_KEYS = set(ROW_KEYS) - {"file", "status", "error"}
@@ -159,8 +159,26 @@ def test_a_client_that_understates_content_length_is_cut_off() -> None:
         for _ in range(10):
             yield bytes(1000)
 
+    budget = ByteBudget(10**6)
     with pytest.raises(UploadTooLarge):
-        asyncio.run(read_body(Headers({"content-length": "100"}), body(), 5000))
+        asyncio.run(read_body(Headers({"content-length": "100"}), body(), 5000, budget))
+    assert budget.used == 0  # what it had read is given back
+
+
+def test_uploads_held_at_once_are_bounded() -> None:
+    async def body(size: int) -> Any:
+        yield bytes(size)
+
+    async def run(budget: ByteBudget) -> None:
+        first = await read_body(Headers({}), body(600), 1000, budget)
+        with pytest.raises(ServerBusy):
+            await read_body(Headers({}), body(600), 1000, budget)
+        budget.give(len(first))
+        await read_body(Headers({}), body(600), 1000, budget)
+
+    budget = ByteBudget(1000)
+    asyncio.run(run(budget))
+    assert budget.used == 600
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@
 
 Every request is bounded: its bytes (413), its pixels (400, from the header), its time (504, the
 upload's reading included, so a slow client holds only its own request) and the number in flight
-(503). Errors are JSON ``{"error": ...}`` and never stop the server. Decoding and face detection
+(503), and the bytes of all uploads held at once (503). Errors are JSON ``{"error": ...}`` and never stop the server. Decoding and face detection
 run in a thread pool, one face detector per thread (an OpenCV cascade is not shared between
 threads), the model in the batcher's thread: the event loop only moves bytes.
 """
@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from fer.classes import CLASSES
@@ -37,7 +38,7 @@ from fer.serve.batcher import Batcher
 from fer.serve.card import model_info
 from fer.serve.pipeline import FoundFaces, classify_batch, find_faces
 from fer.serve.settings import Settings
-from fer.serve.uploads import BadUpload, UploadTooLarge, decode_image, form_image, read_body
+from fer.serve.uploads import BadUpload, ByteBudget, ServerBusy, UploadTooLarge, decode_image, form_image, read_body
 from fer.training.module import FERClassifier
 from fer.training.tta import TTA_MODES, check_mode
 from fer.vision.faces import FaceDetector
@@ -78,6 +79,7 @@ class Service:
         self.batcher = Batcher(
             lambda inputs, tta: classify_batch(model, inputs, tta), settings.batch_size, settings.max_batch_wait_ms / 1000, lambda: self.preparing > 0
         )
+        self.uploads = ByteBudget(settings.max_inflight_bytes)
         self.pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
 
@@ -101,10 +103,17 @@ class Service:
     async def predict(self, request: Request, tta: str | None, detect: bool) -> dict[str, Any]:
         """Read, decode, find the faces, classify them with whatever else is queued; the JSON answer."""
         started = time.perf_counter()
-        limit = self.settings.max_upload_bytes
-        body = await read_body(request.headers, request.stream(), limit)
-        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            body, fields = await form_image(request.headers, body, limit)
+        body = await read_body(request.headers, request.stream(), self.settings.max_upload_bytes, self.uploads)
+        try:
+            result = await self.answer(request.headers, body, tta, detect)
+        finally:
+            self.uploads.give(len(body))
+        return {**result, "elapsed_ms": round(1000 * (time.perf_counter() - started), 1)}
+
+    async def answer(self, headers: Headers, body: bytes, tta: str | None, detect: bool) -> dict[str, Any]:
+        """The answer for a body read in full: its options, decoding and faces in the pool, the batched model."""
+        if headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            body, fields = await form_image(headers, body, self.settings.max_upload_bytes)
             tta = fields.get("tta", tta)
             detect = detect if "detect" not in fields else fields["detect"].lower() not in FALSE_WORDS
         mode = self.tta if tta in (None, "") else tta
@@ -129,7 +138,7 @@ class Service:
             for index, (box, aligned, p) in enumerate(zip(found.boxes, found.aligned, probabilities))
         ]
         height, width = image.shape[:2]
-        return {"faces": faces, "width": width, "height": height, "tta": mode, "detect": detect, "elapsed_ms": round(1000 * (time.perf_counter() - started), 1)}
+        return {"faces": faces, "width": width, "height": height, "tta": mode, "detect": detect}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -157,9 +166,9 @@ def create_app(model: FERClassifier, settings: Settings, ckpt_path: str | None =
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Up and answering; requests in flight and the faces per recent model call."""
+        """Up and answering; requests in flight, the bytes of their uploads, the faces per recent model call."""
         sizes = list(service.batcher.batch_sizes)
-        return {"status": "ok", "pending": service.pending, "model_calls": len(sizes), "recent_batch_faces": sizes[-20:]}
+        return {"status": "ok", "pending": service.pending, "upload_bytes": service.uploads.used, "model_calls": len(sizes), "recent_batch_faces": sizes[-20:]}
 
     @app.get("/model")
     async def model_card() -> dict[str, Any]:
@@ -179,6 +188,8 @@ def create_app(model: FERClassifier, settings: Settings, ckpt_path: str | None =
             return error(504, f"The request took longer than {settings.request_timeout_s} s (upload, decoding and the model together).")
         except UploadTooLarge as problem:
             return error(413, str(problem))
+        except ServerBusy as problem:
+            return error(503, str(problem))
         except BadUpload as problem:
             return error(400, str(problem))
         except ClientDisconnect:

@@ -18,6 +18,7 @@ class Settings:
     """What a request may cost and how requests are batched (``conf/serve.yaml`` says why each)."""
 
     max_upload_bytes: int = 10 * MB
+    max_inflight_bytes: int = 256 * MB
     max_pixels: int = 40_000_000
     request_timeout_s: float = 10.0
     max_pending: int = 256
@@ -30,7 +31,8 @@ class Settings:
     detector: dict[str, Any] = field(default_factory=lambda: dict(DETECTOR))
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "request_timeout_s", "max_pending", "batch_size", "preprocess_threads", "detect_max_side"):
+        limits = ("max_upload_bytes", "max_inflight_bytes", "max_pixels", "request_timeout_s", "max_pending", "detect_max_side")
+        for name in (*limits, "batch_size", "preprocess_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"serve setting {name}={getattr(self, name)} must be > 0.")
         if self.max_batch_wait_ms < 0:

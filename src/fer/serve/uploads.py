@@ -2,7 +2,8 @@
 
 - :func:`read_body`: the request body, refused (413) when its ``Content-Length`` says it is over
   the limit and cut off while reading when a client sends more than it announced (or announced
-  nothing, chunked).
+  nothing, chunked). A :class:`ByteBudget` shared by all requests bounds the bytes held at once
+  (503 past it), so many large uploads together cannot exhaust memory.
 - :func:`form_image`: the image part of a ``multipart/form-data`` body, parsed in memory:
   Starlette's parser spools file parts to a temporary file past 1 MB, so it is told to keep them
   in memory up to the byte limit the body already fits in.
@@ -31,12 +32,33 @@ class UploadTooLarge(Exception):
     """The body is over the byte limit (HTTP 413)."""
 
 
+class ServerBusy(Exception):
+    """The uploads in flight already hold the byte budget (HTTP 503)."""
+
+
+class ByteBudget:
+    """Bytes of request bodies held at once, across requests (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise ServerBusy(f"The uploads in flight hold {self.used} bytes, this server's limit {self.limit}: try again shortly.")
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
 class BadUpload(ValueError):
     """The body is not an image this server accepts (HTTP 400); says why."""
 
 
-async def read_body(headers: Headers, chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The whole body, at most ``limit`` bytes, whatever ``Content-Length`` claims."""
+async def read_body(headers: Headers, chunks: AsyncIterator[bytes], limit: int, budget: ByteBudget) -> bytes:
+    """The whole body, at most ``limit`` bytes, whatever ``Content-Length`` claims; its bytes are
+    taken from ``budget``, and the caller gives ``len(body)`` back when done with it (on an error here, this does)."""
     declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -44,10 +66,15 @@ async def read_body(headers: Headers, chunks: AsyncIterator[bytes], limit: int) 
         if int(declared) > limit:
             raise UploadTooLarge(f"The upload is {int(declared)} bytes; this server takes at most {limit}.")
     body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise UploadTooLarge(f"The upload is over {limit} bytes, the most this server takes.")
+    try:
+        async for chunk in chunks:
+            if len(body) + len(chunk) > limit:
+                raise UploadTooLarge(f"The upload is over {limit} bytes, the most this server takes.")
+            budget.take(len(chunk))
+            body += chunk
+    except BaseException:
+        budget.give(len(body))
+        raise
     return bytes(body)
 
 
