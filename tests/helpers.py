@@ -135,3 +135,21 @@ class SlowAfterFirstEpoch(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
         if trainer.current_epoch >= 1 and os.environ.get(SLOW_ENV):
             time.sleep(float(os.environ[SLOW_ENV]))
+
+
+def write_packaged(folder: Path, checkpoint: Path, name: str = "test-card") -> Path:
+    """A packaged-model folder (fer.packaged's layout) holding ``checkpoint``'s weights and a minimal
+    card with their checksum, for tests of what uses the packaged model (fer.release writes real ones)."""
+    import json
+
+    import torch
+
+    from fer import packaged
+    from fer.release import slim_checkpoint
+    from fer.run.checkpoints import read_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(slim_checkpoint(read_checkpoint(checkpoint), "fp32"), folder / packaged.WEIGHTS_FILE)
+    card = {"name": name, "weights": {"sha256": packaged.sha256(folder / packaged.WEIGHTS_FILE)}}
+    (folder / packaged.CARD_JSON).write_text(json.dumps(card))
+    return folder

@@ -12,8 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from helpers import compose_config, synthetic_face
+from helpers import compose_config, synthetic_face, write_packaged
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
@@ -21,8 +20,6 @@ from fer import CLASSES, FERClassifier, load_model, packaged
 from fer.inference import predict as predict_faces
 from fer.inference import predict_image
 from fer.predict import CSV_FIELDS, predict
-from fer.release import slim_checkpoint
-from fer.run.checkpoints import read_checkpoint
 from fer.vision.faces import Box, FaceDetector, crop_square
 
 PASTED = Box(200, 90, 256, 300)  # where the portrait goes in the 640x480 photo
@@ -257,11 +254,7 @@ def test_predict_without_a_checkpoint_uses_the_packaged_model_or_says_how_to_get
     cfg = predict_cfg(tmp_path, tiny_checkpoint, [str(tmp_path / "photo.jpg")], "ckpt_path=null")
     with pytest.raises(packaged.NoPackagedModel, match="python -m fer.release"):
         predict(cfg)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    torch.save(slim_checkpoint(read_checkpoint(tiny_checkpoint), "fp32"), weights / packaged.WEIGHTS_FILE)
-    (weights / packaged.CARD_JSON).write_text(json.dumps({"name": "test-card", "weights": {"sha256": packaged.sha256(weights / packaged.WEIGHTS_FILE)}}))
-    monkeypatch.setattr(packaged, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(packaged, "WEIGHTS_DIR", write_packaged(tmp_path / "weights", tiny_checkpoint))
     (row,) = predict(cfg)
     assert json.loads((tmp_path / "run" / "predictions.json").read_text())["checkpoint"] == "packaged: test-card"
     expected = predict(predict_cfg(tmp_path, tiny_checkpoint, [str(tmp_path / "photo.jpg")]))[0]
