@@ -112,8 +112,8 @@ def bench_apply(cfg: DictConfig) -> dict[str, Any]:
     options = cfg.bench.apply
     model, described = bench_model(cfg)
     model.use_tta(options.tta)
-    detector = FaceDetector()
-    rows: dict[str, Any] = {"model": described, "tta": model.tta, "workers": options.workers}
+    detector = FaceDetector(**options.detector)
+    rows: dict[str, Any] = {"model": described, "tta": model.tta, "workers": options.workers, "detector": dict(options.detector)}
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as scratch:
         folder = Path(scratch)
         photos = write_photos(folder, options.photos)
