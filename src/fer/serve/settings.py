@@ -26,7 +26,7 @@ class Settings:
     batch_size: int = 32
     max_batch_wait_ms: float = 5.0
     preprocess_threads: int = 2
-    tta: str | None = None
+    tta: str | None = "none"
     crop_max_side: int = 96
     detector: dict[str, Any] = field(default_factory=lambda: dict(DETECTOR))
 
