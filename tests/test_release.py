@@ -135,10 +135,14 @@ def test_release_refuses_what_is_not_a_finished_run(tiny_run: Path, fer_zip: Pat
         release(release_cfg(tiny_run, tmp_path / "out", fer_zip, tmp_path, "data.split=kaggle"))
 
 
-def test_release_refuses_weights_that_move_accuracy_too_much(tiny_run: Path, fer_zip: Path, tmp_path: Path) -> None:
+def test_a_refused_release_leaves_the_packaged_model_as_it_was(released: tuple[Path, dict], tiny_run: Path, fer_zip: Path, tmp_path: Path) -> None:
+    shipped = tmp_path / "out"
+    shutil.copytree(released[0], shipped)
+    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
     with pytest.raises(ValueError, match="more than max_change=-1.0"):
-        release(release_cfg(tiny_run, tmp_path / "out", fer_zip, tmp_path, "max_change=-1.0"))
-    assert not (tmp_path / "out" / "model.pt").exists()
+        release(release_cfg(tiny_run, shipped, fer_zip, tmp_path, "max_change=-1.0"))
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+    assert packaged.load(shipped).hparams.net == released[1]["model"]["net"]
 
 
 @pytest.mark.skipif(not packaged.available(), reason="this checkout holds no packaged model (src/fer/weights/): build it with python -m fer.release")

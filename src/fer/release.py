@@ -105,21 +105,27 @@ def release(cfg: DictConfig) -> dict[str, Any]:
 
     output_dir = packaged.directory(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    weights_file = output_dir / packaged.WEIGHTS_FILE
-    AtomicCheckpointIO().save_checkpoint(slim_checkpoint(checkpoint, cfg.weights), weights_file)
-
-    original = FERClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    model = FERClassifier.load_from_checkpoint(weights_file, map_location="cpu").eval()
-    original_test = score(cfg, original, "test")[0]
-    test = score(cfg, model, "test")[0]
-    val = score(cfg, model, "val")[0]
+    # the candidate is scored beside the packaged model it may replace, which stays intact if it is refused
+    candidate = output_dir / f"{packaged.WEIGHTS_FILE}.candidate"
+    AtomicCheckpointIO().save_checkpoint(slim_checkpoint(checkpoint, cfg.weights), candidate)
+    try:
+        original = FERClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+        model = FERClassifier.load_from_checkpoint(candidate, map_location="cpu").eval()
+        original_test = score(cfg, original, "test")[0]
+        test = score(cfg, model, "test")[0]
+        val = score(cfg, model, "val")[0]
+    except BaseException:
+        candidate.unlink()
+        raise
     change = 100 * (test["acc"] - original_test["acc"])
     if abs(change) > cfg.max_change:
-        weights_file.unlink()
+        candidate.unlink()
         raise ValueError(
             f"weights={cfg.weights} moves PrivateTest accuracy by {change:+.2f} points ({original_test['acc']:.4f} -> {test['acc']:.4f}), "
             f"more than max_change={cfg.max_change}: release with weights=fp32."
         )
+    weights_file = output_dir / packaged.WEIGHTS_FILE
+    candidate.replace(weights_file)
     card = build_card(cfg, run_dir, run, ckpt_path, model, weights_file, test, val, original_test["acc"])
     write_json(output_dir / packaged.CARD_JSON, card)
     with atomic_write(output_dir / packaged.CARD_MD) as handle:
