@@ -13,7 +13,7 @@ from PIL import Image
 
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
-from fer.inference import is_face_crop, predict, predict_image, predict_images
+from fer.inference import find_faces, is_face_crop, predict, predict_image, predict_images
 from fer.vision.faces import FaceDetector
 from fer.vision.images import ImageReadError, to_gray
 
@@ -183,3 +183,17 @@ def test_predict_images_leaves_opencv_threads_as_it_found_them(model: FERClassif
     before = cv2.getNumThreads()
     list(predict_images(model, portrait_photos(sample_portrait, tmp_path, 2), FaceDetector(), workers=2))
     assert cv2.getNumThreads() == before
+
+
+def test_find_faces_on_a_smaller_copy_gives_boxes_in_the_originals_pixels(sample_portrait: Path, tmp_path: Path) -> None:
+    (photo,) = portrait_photos(sample_portrait, tmp_path, 1)
+    small = np.asarray(Image.open(photo).convert("RGB"))
+    large = cv2.resize(small, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    detector = FaceDetector()
+    (expected,) = find_faces(small, detector).boxes
+    found = find_faces(large, detector, detect_max_side=640)
+    assert found.source == "detected" and len(found.boxes) == 1
+    assert all(abs(a - 2 * b) <= 4 for a, b in zip(found.boxes[0].as_list(), expected.as_list()))
+    assert found.crops[0].shape == (48, 48)
+    whole = find_faces(large, detector, detect=False)
+    assert whole.source == "crop" and whole.boxes[0].as_list() == [0, 0, 1280, 960]

@@ -138,14 +138,22 @@ class ImageResult:
     error: str | None = None
 
 
-def find_faces(array: np.ndarray, detector: FaceDetector, crop_max_side: int = CROP_MAX_SIDE) -> FoundFaces:
-    """The faces to classify in a decoded image: the whole image when it is a face crop, else the detector's."""
+def find_faces(
+    array: np.ndarray, detector: FaceDetector, crop_max_side: int = CROP_MAX_SIDE, detect: bool = True, detect_max_side: int | None = None
+) -> FoundFaces:
+    """The faces to classify in a decoded image: the whole image when it is a face crop (or ``detect``
+    is false), else the detector's. With ``detect_max_side`` a larger image is searched (and its faces
+    cut) on a copy at most that long, the boxes given in the original's pixels, so that a huge photo
+    costs what a small one does."""
     gray = to_gray(array)
     height, width = gray.shape
-    if is_face_crop(array, crop_max_side):
+    if not detect or is_face_crop(array, crop_max_side):
         return FoundFaces([Box(0, 0, width, height)], [gray], [False], "crop")
-    faces = detector.faces(gray, IMAGE_SIZE)
-    return FoundFaces([f.box for f in faces], [f.crop for f in faces], [f.aligned for f in faces], "detected")
+    scale = 1.0 if detect_max_side is None else min(1.0, detect_max_side / max(height, width))
+    small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    faces = detector.faces(small, IMAGE_SIZE)
+    boxes = [f.box if scale == 1.0 else Box(*(round(v / scale) for v in f.box.as_list())) for f in faces]
+    return FoundFaces(boxes, [f.crop for f in faces], [f.aligned for f in faces], "detected")
 
 
 def classify_found(model: FERClassifier, found: Sequence[FoundFaces], batch_size: int = 256) -> list[list[FacePrediction]]:

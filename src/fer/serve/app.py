@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -34,9 +35,10 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from fer.classes import CLASSES
+from fer.inference import FoundFaces, find_faces, prepare_faces
 from fer.serve.batcher import Batcher
 from fer.serve.card import model_info
-from fer.serve.pipeline import FoundFaces, classify_batch, find_faces
+from fer.serve.pipeline import classify_batch
 from fer.serve.settings import Settings
 from fer.serve.uploads import BadUpload, ByteBudget, ServerBusy, UploadTooLarge, decode_image, form_image, read_body
 from fer.training.module import FERClassifier
@@ -92,13 +94,13 @@ class Service:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
-    def prepare(self, data: bytes, detect: bool) -> tuple[np.ndarray, FoundFaces]:
-        """Decode and find the faces (in a pool thread): the upright image and its faces."""
+    def prepare(self, data: bytes, detect: bool) -> tuple[np.ndarray, FoundFaces, torch.Tensor]:
+        """Decode and find the faces (in a pool thread): the upright image, its faces and the model's inputs for them."""
         image = decode_image(data, self.settings.max_pixels)
         if not hasattr(self._local, "detector"):
             self._local.detector = FaceDetector(**self.settings.detector)
-        found = find_faces(image, self._local.detector, self.model.input_spec, detect, self.settings.crop_max_side, self.settings.detect_max_side)
-        return image, found
+        found = find_faces(image, self._local.detector, self.settings.crop_max_side, detect, self.settings.detect_max_side)
+        return image, found, prepare_faces(found.crops, self.model.input_spec)
 
     async def predict(self, request: Request, tta: str | None, detect: bool) -> dict[str, Any]:
         """Read, decode, find the faces, classify them with whatever else is queued; the JSON answer."""
@@ -121,10 +123,10 @@ class Service:
             raise BadUpload(f"tta={mode!r} must be one of {', '.join(TTA_MODES)} (or left out: {self.tta}).")
         self.preparing += 1
         try:
-            image, found = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, body, detect)
+            image, found, inputs = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, body, detect)
         finally:
             self.preparing -= 1
-        probabilities = await self.batcher.submit(found.inputs, mode)
+        probabilities = await self.batcher.submit(inputs, mode)
         faces = [
             {
                 "face": index,
