@@ -58,6 +58,17 @@ class FacePrediction:
     label: str
     probabilities: np.ndarray
 
+    def as_dict(self) -> dict[str, Any]:
+        """The face's fields of fer.predict's JSON rows and fer.serve's answers."""
+        return {
+            "box": self.box.as_list(),
+            "source": self.source,
+            "aligned": self.aligned,
+            "emotion": self.label,
+            "confidence": float(self.probabilities.max()),
+            "probabilities": {c: float(p) for c, p in zip(CLASSES, self.probabilities)},
+        }
+
 
 def is_face_crop(image: np.ndarray, max_side: int = CROP_MAX_SIDE) -> bool:
     """True for a square grayscale image of at most ``max_side`` pixels (e.g. a 48x48 FER-2013
@@ -162,12 +173,14 @@ def classify_found(model: FERClassifier, found: Sequence[FoundFaces], batch_size
     probabilities = classify(model, prepare_faces(crops, model.input_spec), batch_size)
     results, start = [], 0
     for image in found:
-        rows = probabilities[start : start + len(image.crops)]
+        results.append(predictions_of(image, probabilities[start : start + len(image.crops)]))
         start += len(image.crops)
-        results.append(
-            [FacePrediction(box, image.source, was_aligned, CLASSES[int(p.argmax())], p) for box, was_aligned, p in zip(image.boxes, image.aligned, rows)]
-        )
     return results
+
+
+def predictions_of(found: FoundFaces, probabilities: np.ndarray) -> list[FacePrediction]:
+    """The faces of one image with their probabilities [N, 7] (however they were computed)."""
+    return [FacePrediction(box, found.source, aligned, CLASSES[int(p.argmax())], p) for box, aligned, p in zip(found.boxes, found.aligned, probabilities)]
 
 
 def predict_image(

@@ -80,18 +80,7 @@ def find_images(inputs: list[str]) -> Iterator[tuple[Path, Path | None, str | No
 
 
 def face_row(file: Path, index: int, face: FacePrediction) -> dict[str, Any]:
-    return {
-        "file": str(file),
-        "face": index,
-        "status": "ok",
-        "box": face.box.as_list(),
-        "source": face.source,
-        "aligned": face.aligned,
-        "emotion": face.label,
-        "confidence": float(face.probabilities.max()),
-        "probabilities": {c: float(p) for c, p in zip(CLASSES, face.probabilities)},
-        "error": None,
-    }
+    return {"file": str(file), "face": index, "status": "ok", **face.as_dict(), "error": None}
 
 
 def empty_row(file: Path, status: str, error: str | None = None) -> dict[str, Any]:

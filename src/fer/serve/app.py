@@ -34,8 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
-from fer.classes import CLASSES
-from fer.inference import FoundFaces, find_faces, prepare_faces
+from fer.inference import FoundFaces, find_faces, predictions_of, prepare_faces
 from fer.serve.batcher import Batcher
 from fer.serve.card import model_info
 from fer.serve.pipeline import classify_batch
@@ -127,18 +126,7 @@ class Service:
         finally:
             self.preparing -= 1
         probabilities = await self.batcher.submit(inputs, mode)
-        faces = [
-            {
-                "face": index,
-                "box": box.as_list(),
-                "source": found.source,
-                "aligned": aligned,
-                "emotion": CLASSES[int(p.argmax())],
-                "confidence": float(p.max()),
-                "probabilities": {c: float(v) for c, v in zip(CLASSES, p)},
-            }
-            for index, (box, aligned, p) in enumerate(zip(found.boxes, found.aligned, probabilities))
-        ]
+        faces = [{"face": index, **face.as_dict()} for index, face in enumerate(predictions_of(found, probabilities))]
         height, width = image.shape[:2]
         return {"faces": faces, "width": width, "height": height, "tta": mode, "detect": detect}
 
