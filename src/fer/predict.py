@@ -42,7 +42,8 @@ from fer.video.analysis import VideoOptions
 from fer.video.batch import analyze_videos
 from fer.video.reader import VIDEO_SUFFIXES, is_video_file
 from fer.video.rows import SUFFIXES as ROW_SUFFIXES
-from fer.vision.faces import FaceDetector
+from fer.vision.draw import draw_face
+from fer.vision.faces import Box, FaceDetector
 from fer.vision.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,7 @@ def annotate(image: np.ndarray, faces: list[FacePrediction]) -> np.ndarray:
     if not faces:
         cv2.putText(bgr, "no face", (5, int(25 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 255), thickness, cv2.LINE_AA)
     for face in faces:
-        x, y, w, h = (v * zoom for v in face.box.as_list())
-        cv2.rectangle(bgr, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thickness)
-        text = f"{face.label} {face.probabilities.max():.2f}"
-        (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        origin = (x + 2, y - 4 if y - 4 > text_h else y + text_h + 4)
-        cv2.putText(bgr, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), thickness, cv2.LINE_AA)
+        draw_face(bgr, Box(*(v * zoom for v in face.box.as_list())), f"{face.label} {face.probabilities.max():.2f}", scale, thickness)
     return bgr
 
 

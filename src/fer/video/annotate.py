@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 
 from fer.video.reader import VideoReadError
+from fer.vision.draw import draw_face
+from fer.vision.faces import Box
 
 DEFAULT_FPS = 30.0
-COLOUR = (0, 255, 0)  # BGR green, as the annotated photos
 
 
 class AnnotatedVideo:
@@ -37,12 +38,8 @@ class AnnotatedVideo:
         for row in rows:
             if row["status"] != "ok":
                 continue
-            x, y, w, h = row["x"], row["y"], row["w"], row["h"]
-            cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), COLOUR, self.thickness)
-            text = f"#{row['track']} {row['emotion']} {row['confidence']:.2f}"
-            (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.scale, self.thickness)
-            origin = (x + 2, y - 4 if y - 4 > text_h else y + text_h + 4)
-            cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, self.scale, COLOUR, self.thickness, cv2.LINE_AA)
+            box = Box(row["x"], row["y"], row["w"], row["h"])
+            draw_face(frame, box, f"#{row['track']} {row['emotion']} {row['confidence']:.2f}", self.scale, self.thickness)
         if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size)
         self.writer.write(frame)
