@@ -18,7 +18,6 @@ So a better run replaces the packaged model in one command; commit ``src/fer/wei
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -38,7 +37,7 @@ from fer.evaluate import score
 from fer.inference import classify, prepare_faces
 from fer.run.atomic import atomic_write
 from fer.run.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint
-from fer.run.rundir import RUN_FILE, read_metrics, run_metadata, write_json
+from fer.run.rundir import read_metrics, read_starts, run_metadata, write_json
 from fer.training.module import CALIBRATION_KEY, FERClassifier
 
 log = logging.getLogger(__name__)
@@ -260,12 +259,6 @@ def render_card(card: dict[str, Any]) -> str:
         f"Released {card['released']['date']} at commit `{card['released']['commit']}`.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def read_starts(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's starts from ``run.json`` (the first names the command and commit that trained it)."""
-    path = run_dir / RUN_FILE
-    return json.loads(path.read_text())["starts"] if path.is_file() else []
 
 
 def python_command(command: str | None) -> str | None:

@@ -19,7 +19,7 @@ import yaml
 
 from fer.models import resolve
 from fer.run.resume import override_key
-from fer.run.rundir import RUN_FILE
+from fer.run.rundir import read_starts
 from fer.scoring.stats import intervals_from_confusion
 
 # The seed project's table (Keras, scored on the 7,178-image Kaggle test/ folder, also its val set).
@@ -74,9 +74,7 @@ class Run:
             choices = hydra_cfg["runtime"]["choices"]
             experiment = choices.get("experiment") or f"model={choices.get('model')}"
             overrides = [o for o in hydra_cfg["overrides"]["task"] if not o.startswith("experiment=")]
-        run_file = run_dir / RUN_FILE
-        starts = json.loads(run_file.read_text())["starts"] if run_file.is_file() else []
-        return cls(run_dir, metrics, experiment, overrides, planned, config, starts)
+        return cls(run_dir, metrics, experiment, overrides, planned, config, read_starts(run_dir))
 
     @property
     def seed(self) -> Any:

@@ -56,10 +56,15 @@ def run_metadata() -> dict[str, Any]:
 def record_start(output_dir: str | os.PathLike, resumed_from: str | None, metadata: dict[str, Any]) -> None:
     """Append this start (time, commit, packages, hardware, checkpoint resumed from) to ``run.json``
     at the start of the run, so that a run that crashes still says what it ran on."""
-    path = Path(output_dir) / RUN_FILE
-    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    starts = read_starts(output_dir)
     starts.append({"started": datetime.now().astimezone().isoformat(timespec="seconds"), "resumed_from": resumed_from, **metadata})
-    write_json(path, {"starts": starts})
+    write_json(Path(output_dir) / RUN_FILE, {"starts": starts})
+
+
+def read_starts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The starts ``run.json`` records (the first names the command and commit; none before a run starts)."""
+    path = Path(run_dir) / RUN_FILE
+    return json.loads(path.read_text())["starts"] if path.is_file() else []
 
 
 def save_config(cfg: DictConfig, output_dir: str | os.PathLike) -> None:
