@@ -44,9 +44,10 @@ def head() -> np.ndarray:
     return cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)[y : y + h, x : x + w]
 
 
-def film(path: Path, frames: int, faces: int = 1, fourcc: str = "mp4v") -> list[list[Box]]:
+def film(path: Path, frames: int, faces: int = 1, fourcc: str = "mp4v", hidden: range = range(0)) -> list[list[Box]]:
     """Write a 640x480 video of the astronaut's head on gray: one head moving right and down while it grows
-    (x 60 -> 400, scale 0.9 -> 1.2), or four still heads tiled. Returns where each face is, per frame."""
+    (x 60 -> 400, scale 0.9 -> 1.2), or four still heads tiled; the frames in ``hidden`` are gray only.
+    Returns where each face is, per frame."""
     patch = head()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, SIZE)
     placed = []
@@ -55,7 +56,7 @@ def film(path: Path, frames: int, faces: int = 1, fourcc: str = "mp4v") -> list[
         t = index / max(frames - 1, 1)
         spots = [(60 + 340 * t, 80 + 80 * t, 0.9 + 0.3 * t)] if faces == 1 else [(20 + 320 * (k % 2), 10 + 240 * (k // 2), 0.95) for k in range(faces)]
         boxes = []
-        for x, y, scale in spots:
+        for x, y, scale in [] if index in hidden else spots:
             scaled = cv2.resize(patch, None, fx=scale, fy=scale)
             x, y = int(x), int(y)
             image[y : y + scaled.shape[0], x : x + scaled.shape[1]] = scaled[: SIZE[1] - y, : SIZE[0] - x]
@@ -120,6 +121,28 @@ def test_four_faces_get_four_stable_tracks(model: FERClassifier, four_faces: tup
             where.setdefault(row["track"], set()).add(max(range(4), key=lambda k: iou(box, placed[frame][k])))
             assert max(iou(box, face) for face in placed[frame]) > 0.6
     assert sorted(min(spots) for spots in where.values()) == [0, 1, 2, 3] and all(len(spots) == 1 for spots in where.values())
+
+
+@pytest.mark.parametrize(("max_missed_s", "tracks"), [(1.0, [1]), (0.1, [1, 2])])
+def test_a_face_missed_for_a_while_keeps_its_id_for_max_missed_s(
+    model: FERClassifier, tmp_path: Path, max_missed_s: float, tracks: list[int]
+) -> None:
+    video = tmp_path / "gap.mp4"
+    # a third of a second without the face (which moves about 3 px a frame), detected on every frame
+    film(video, 120, hidden=range(50, 60))
+    options = VideoOptions(progress=False, detect_every=1, max_missed_s=max_missed_s)
+    summary, rows = analyze(model, video, tmp_path / "rows.csv", options)
+    assert [row["status"] for row in rows[50:60]] == ["no_face"] * 10
+    assert sorted({row["track"] for row in rows if row["status"] == "ok"}) == tracks
+    assert summary.tracks == len(tracks) and summary.faces == 110
+
+
+def test_max_missed_s_is_counted_in_detections_at_the_video_frame_rate() -> None:
+    assert VideoOptions(detect_every=5, max_missed_s=1.0).max_missed(30.0) == 6
+    assert VideoOptions(detect_every=1, max_missed_s=1.0).max_missed(25.0) == 25
+    assert VideoOptions(detect_every=1, max_missed_s=0.5).max_missed(0.0) == 15  # no frame rate in the container: 30
+    with pytest.raises(ValueError, match="max_missed_s"):
+        VideoOptions(max_missed_s=-1.0)
 
 
 def test_tracker_starts_and_drops_tracks() -> None:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_FPS = 30.0  # frames per second assumed where a container does not give its own
+
 
 @dataclass(frozen=True)
 class VideoOptions:
@@ -46,7 +48,7 @@ class VideoOptions:
 
     detect_every: int = 5
     smoothing: float = 0.0
-    max_missed: int = 2
+    max_missed_s: float = 1.0
     iou: float = 0.3
     batch_frames: int = 8
     queue_frames: int = 16
@@ -57,6 +59,15 @@ class VideoOptions:
             raise ValueError(
                 f"video.detect_every={self.detect_every}, video.batch_frames={self.batch_frames} and video.queue_frames={self.queue_frames} must be >= 1."
             )
+        if self.max_missed_s < 0:
+            raise ValueError(f"video.max_missed_s={self.max_missed_s} must be >= 0 (seconds a track may go unseen).")
+
+    def max_missed(self, fps: float) -> int:
+        """The detections in a row a track may miss before it is dropped: ``max_missed_s`` of video at ``fps``
+        (30 when the container does not say), whatever ``detect_every`` is. Counted in detections, a track
+        detected on every frame would die after a few frames' miss, which the cascade often has (for 18
+        frames in a row on the 4-face benchmark video), and come back under a new id."""
+        return int(self.max_missed_s * (fps if fps > 0 else DEFAULT_FPS) / self.detect_every)
 
 
 @dataclass
@@ -106,7 +117,7 @@ def analyze_video(
         return _failed(summary, writer, str(error))
     with reader, Background(_detected(reader, detector, options.detect_every), options.batch_frames, name=f"detect {path.name}") as stage:
         summary.fps, summary.frames_expected = reader.fps, reader.frame_count
-        tracker = IoUTracker(options.iou, options.max_missed)
+        tracker = IoUTracker(options.iou, options.max_missed(reader.fps))
         tracker.restore(kept.on_screen, max(track_ids, default=0) + 1)
         smoother = Smoother(options.smoothing)
         smoother.state.update(kept.probabilities)
