@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from PIL import Image
 from fer import CLASSES, FERClassifier, load_model
 from fer.data.transforms import eval_transform
 from fer.inference import find_faces, is_face_crop, predict, predict_image, predict_images
-from fer.vision.faces import FaceDetector
+from fer.vision.faces import FaceDetector, split_window
 from fer.vision.images import ImageReadError, to_gray
 
 VGG3 = {"name": "vgg3", "blocks": 3, "filters": [32, 64, 128], "batch_norm": True, "dropout": "increasing"}
@@ -197,3 +198,32 @@ def test_find_faces_on_a_smaller_copy_gives_boxes_in_the_originals_pixels(sample
     assert found.crops[0].shape == (48, 48)
     whole = find_faces(large, detector, detect=False)
     assert whole.source == "crop" and whole.boxes[0].as_list() == [0, 0, 1280, 960]
+
+
+@pytest.mark.parametrize(("min_face", "scale_factor", "min_neighbors"), [(48, 1.1, 5), (64, 1.2, 5), (48, 1.1, 0), (24, 1.3, 3)])
+def test_a_search_split_over_two_threads_finds_the_same_boxes(sample_portrait: Path, min_face: int, scale_factor: float, min_neighbors: int) -> None:
+    portrait = to_gray(np.asarray(Image.open(sample_portrait).convert("RGB")))
+    tiled = np.full((480, 640), 120, dtype=np.uint8)
+    for x, y in [(20, 10), (340, 20), (40, 250), (360, 240)]:
+        tiled[y : y + 220, x : x + 190] = cv2.resize(portrait, (190, 220), interpolation=cv2.INTER_AREA)
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640), dtype=np.uint8)
+    detector = FaceDetector(min_face, scale_factor, min_neighbors)
+    found = []
+    with ThreadPoolExecutor(1) as pool:
+        for gray in (portrait, tiled, noise, tiled[:, ::-1].copy()):
+            boxes = detector.detect(gray)
+            assert detector.detect(gray, pool) == boxes
+            found.append(len(boxes))
+    assert detector._far_cascade is not None  # the pool searched its half
+    assert found[0] >= 1 and found[1] >= 1  # there are faces to find
+    if min_neighbors > 0:
+        assert found[2] == 0  # and none in noise
+
+
+def test_split_window_halves_the_search_scales() -> None:
+    # a 320x240 search at scale 1.1 has 24 scales, windows 24 to 236 pixels: the cut is among them
+    cut = split_window((240, 320), 1.1)
+    windows = [round(24 * 1.1**i) for i in range(24)]
+    assert cut in windows[1:] and windows.index(cut) < 12  # the small scales cost more: fewer of them
+    assert split_window((24, 24), 1.1) is None and split_window((25, 40), 1.1) is None  # one scale
+    assert split_window((27, 40), 1.1) == 26  # two scales (windows 24 and 26), one each

@@ -357,6 +357,19 @@ def test_concurrent_requests_share_model_calls(model: FERClassifier, tiny_checkp
     assert health["model_calls"] < 6 and max(health["recent_batch_faces"]) > 1
 
 
+def test_a_lone_requests_face_search_is_split_with_the_same_answer(model: FERClassifier, tiny_checkpoint: Path, sample_portrait: Path) -> None:
+    portrait = np.asarray(Image.open(sample_portrait).convert("RGB"))
+    pair = encode(np.concatenate([portrait, np.full((600, 80, 3), 120, np.uint8), portrait], axis=1))
+    answers, splits = [], []
+    for split_alone in (True, False):
+        with TestClient(create_app(model, Settings(split_alone=split_alone), str(tiny_checkpoint))) as client:
+            answers.append(post_file(client, pair).json()["faces"])
+            post_file(client, pair, params={"detect": "false"})  # no search: nothing to split
+            splits.append(client.get("/health").json()["split_searches"])
+    assert splits == [1, 0]
+    assert len(answers[0]) == 2 and answers[0] == answers[1]
+
+
 # ---- the entry point ----
 
 

@@ -17,7 +17,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -150,19 +150,25 @@ class ImageResult:
 
 
 def find_faces(
-    array: np.ndarray, detector: FaceDetector, crop_max_side: int = CROP_MAX_SIDE, detect: bool = True, detect_max_side: int | None = None
+    array: np.ndarray,
+    detector: FaceDetector,
+    crop_max_side: int = CROP_MAX_SIDE,
+    detect: bool = True,
+    detect_max_side: int | None = None,
+    pool: Executor | None = None,
 ) -> FoundFaces:
     """The faces to classify in a decoded image: the whole image when it is a face crop (or ``detect``
     is false), else the detector's. With ``detect_max_side`` a larger image is searched (and its faces
     cut) on a copy at most that long, the boxes given in the original's pixels, so that a huge photo
-    costs what a small one does."""
+    costs what a small one does; with ``pool`` (an idle thread) the search is split with it
+    (:meth:`FaceDetector.detect`)."""
     gray = to_gray(array)
     height, width = gray.shape
     if not detect or is_face_crop(array, crop_max_side):
         return FoundFaces([Box(0, 0, width, height)], [gray], [False], "crop")
     scale = 1.0 if detect_max_side is None else min(1.0, detect_max_side / max(height, width))
     small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    faces = detector.faces(small, IMAGE_SIZE)
+    faces = detector.faces(small, IMAGE_SIZE, pool)
     boxes = [f.box if scale == 1.0 else Box(*(round(v / scale) for v in f.box.as_list())) for f in faces]
     return FoundFaces(boxes, [f.crop for f in faces], [f.aligned for f in faces], "detected")
 

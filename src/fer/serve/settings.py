@@ -26,6 +26,7 @@ class Settings:
     batch_size: int = 32
     max_batch_wait_ms: float = 5.0
     preprocess_threads: int = 2
+    split_alone: bool = True
     tta: str | None = "none"
     crop_max_side: int = 96
     detector: dict[str, Any] = field(default_factory=lambda: dict(DETECTOR))
@@ -40,11 +41,12 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
-        """``limits.*``, ``batch.*``, ``preprocess_threads``, ``tta``, ``crop_max_side`` and ``detector`` of ``conf/serve.yaml``."""
+        """``limits.*``, ``batch.*``, ``preprocess_threads``, ``split_alone``, ``tta``, ``crop_max_side`` and ``detector`` of ``conf/serve.yaml``."""
         return cls(
             **cfg.limits,
             **cfg.batch,
             preprocess_threads=cfg.preprocess_threads,
+            split_alone=cfg.split_alone,
             tta=cfg.tta,
             crop_max_side=cfg.crop_max_side,
             detector=OmegaConf.to_container(cfg.detector, resolve=True),
