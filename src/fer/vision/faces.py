@@ -81,10 +81,10 @@ def split_window(shape: tuple[int, ...], scale_factor: float) -> int | None:
         windows.append(round(CASCADE_WINDOW * factor))
         costs.append(SCALE_OVERHEAD + factor**-2)
         factor *= scale_factor
-    spent = 0.0
+    half, spent = sum(costs) / 2, 0.0
     for window, cost in zip(windows[1:], costs):
         spent += cost
-        if spent >= sum(costs) / 2:
+        if spent >= half:
             return window
     return None
 
