@@ -165,7 +165,9 @@ class FaceDetector:
             hits = self._hits(self.face_cascade, small, (CASCADE_WINDOW, CASCADE_WINDOW), (cut - 1, cut - 1)) + far.result()
             found = cv2.groupRectangles(hits, self.min_neighbors, GROUP_EPS)[0] if self.min_neighbors > 0 else hits
         boxes = [Box(*(int(round(v / scale)) for v in box)) for box in found]
-        return sorted(boxes, key=lambda b: (b.y // max(b.h, 1), b.x))
+        # the whole box breaks ties, so the order never depends on the order of the cascade's hits
+        # (with OpenCV's threads, or a split search, that order varies)
+        return sorted(boxes, key=lambda b: (b.y // max(b.h, 1), b.x, b.y, b.w, b.h))
 
     def _hits(
         self, cascade: cv2.CascadeClassifier, small: np.ndarray, min_size: tuple[int, int], max_size: tuple[int, int]
