@@ -175,6 +175,24 @@ def test_resume_after_a_kill_gives_the_rows_of_a_clean_run(model: FERClassifier,
         np.testing.assert_allclose([got[k] for k in probabilities], [want[k] for k in probabilities], atol=1e-5)
 
 
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_run_killed_while_a_face_is_missing_resumes_with_its_track(model: FERClassifier, tmp_path: Path, every: int) -> None:
+    video = tmp_path / "gap.mp4"
+    film(video, 120, hidden=range(50, 60))
+    options = VideoOptions(progress=False, detect_every=every, smoothing=0.5)
+    _, clean = analyze(model, video, tmp_path / "clean.csv", options)
+    killed = tmp_path / "killed.csv"
+    lines = (tmp_path / "clean.csv").read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines[1:], 1) if line.startswith(f"{video},56,"))
+    killed.write_text("".join(lines[:cut]) + lines[cut][:20])  # killed while writing frame 56, the face gone since 50
+    summary, resumed = analyze(model, video, killed, options, resume=True)
+    assert summary.resumed_at == 55 and summary.tracks == 1
+    assert [(row["frame"], row["status"], row["track"]) for row in resumed] == [(row["frame"], row["status"], row["track"]) for row in clean]
+    assert {row["track"] for row in resumed[60:]} == {1}  # the face that came back kept its id
+    faces = [i for i, row in enumerate(clean) if row["status"] == "ok"]
+    np.testing.assert_allclose([resumed[i]["p_happy"] for i in faces], [clean[i]["p_happy"] for i in faces], atol=1e-5)  # smoothing went on
+
+
 def test_smoothing_changes_probabilities_not_rows(model: FERClassifier, one_face: tuple, tmp_path: Path) -> None:
     video, _ = one_face
     _, plain = analyze(model, video, tmp_path / "plain.csv")

@@ -28,9 +28,9 @@ from fer.inference import classify, prepare_faces
 from fer.video.annotate import AnnotatedVideo
 from fer.video.pipeline import Background
 from fer.video.reader import Frame, FrameReader, VideoReadError
-from fer.video.rows import RowsFile, face_row, status_row
+from fer.video.rows import Kept, RowsFile, face_row, status_row
 from fer.video.smoothing import Smoother
-from fer.video.tracker import IoUTracker
+from fer.video.tracker import IoUTracker, Track
 from fer.vision.faces import Box, FaceDetector
 from fer.vision.images import IMAGE_SIZE
 
@@ -118,9 +118,9 @@ def analyze_video(
     with reader, Background(_detected(reader, detector, options.detect_every), options.batch_frames, name=f"detect {path.name}") as stage:
         summary.fps, summary.frames_expected = reader.fps, reader.frame_count
         tracker = IoUTracker(options.iou, options.max_missed(reader.fps))
-        tracker.restore(kept.on_screen, max(track_ids, default=0) + 1)
+        tracker.restore(resumed_tracks(kept, options.detect_every, tracker.max_missed), max(track_ids, default=0) + 1)
         smoother = Smoother(options.smoothing)
-        smoother.state.update(kept.probabilities)
+        smoother.state.update({track.id: kept.probabilities[track.id] for track in tracker.tracks})
         drawing = AnnotatedVideo(annotated, reader.fps, reader.width, reader.height) if annotated is not None else None
         bar = tqdm(total=reader.frame_count or None, initial=kept.next_frame, unit="frame", desc=path.name, disable=not options.progress, leave=False)
         failure = None
@@ -165,6 +165,19 @@ def analyze_video(
     summary.seconds = time.perf_counter() - started
     summary.frames_per_second = summary.frames_analysed / summary.seconds if summary.seconds > 0 else 0.0
     return summary
+
+
+def resumed_tracks(kept: Kept, every: int, max_missed: int) -> list[Track]:
+    """The tracks as an uninterrupted run holds them after the frames a rows file kept, from each track's
+    last row: one last seen on the last kept frame is on screen; one last seen earlier was missed by
+    every detection since (the frames ``every`` apart that decoded) and lives while those are at most
+    ``max_missed``, so that a face coming back after the resume keeps its id."""
+    tracks = []
+    for track_id, (frame, box) in sorted(kept.last_seen.items()):
+        missed = sum(1 for f in range(frame + 1, kept.next_frame) if f % every == 0 and f not in kept.undecoded)
+        if missed <= max_missed:
+            tracks.append(Track(track_id, box, missed))
+    return tracks
 
 
 def _frame_rows(

@@ -3,8 +3,9 @@
 CSV (``.csv``, a header line) or JSON lines (``.jsonl``), with the same fields either way. Each frame's rows
 go out in one write followed by a flush, so a killed run loses at most the frame it was writing. Reopened
 with ``resume=True``, the file keeps its whole lines, drops a half-written last line and the rows of the last
-frame it holds (that frame may be incomplete: it is analysed again), and says where to continue and which
-tracks were on screen, so that the resumed run goes on with the same track ids and smoothed probabilities.
+frame it holds (that frame may be incomplete: it is analysed again), and says where to continue and where
+each track was last seen, so that the resumed run goes on with the same track ids and smoothed probabilities
+(:func:`fer.video.analysis.resumed_tracks`), a track whose face was missing at the kill included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from fer.classes import CLASSES
-from fer.video.tracker import Track
 from fer.vision.faces import Box
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,9 @@ class Kept:
     no_face: int = 0
     errors: int = 0
     track_ids: set[int] = field(default_factory=set)
-    on_screen: list[Track] = field(default_factory=list)  # the tracks of the last frame kept
-    probabilities: dict[int, np.ndarray] = field(default_factory=dict)  # their (smoothed) probabilities
+    last_seen: dict[int, tuple[int, Box]] = field(default_factory=dict)  # each track's last row: its frame and box
+    probabilities: dict[int, np.ndarray] = field(default_factory=dict)  # and its (smoothed) probabilities there
+    undecoded: set[int] = field(default_factory=set)  # frames with an error row (no detection ran on them)
 
 
 class RowsFile:
@@ -128,11 +129,12 @@ class RowsFile:
         self.kept.no_face = sum(row["status"] == "no_face" for row in kept)
         self.kept.errors = sum(row["status"] == "error" for row in kept)
         self.kept.track_ids = {row["track"] for row in kept if row["track"] is not None}
-        # the tracks on screen: those of the last frame that decoded (an undecodable frame left them as they were)
-        decoded = max((row["frame"] for row in kept if row["frame"] is not None and row["status"] != "error"), default=None)
-        previous = [row for row in kept if row["frame"] == decoded and row["status"] == "ok"]
-        self.kept.on_screen = [Track(row["track"], Box(row["x"], row["y"], row["w"], row["h"])) for row in previous]
-        self.kept.probabilities = {row["track"]: np.array([row[f"p_{c}"] for c in CLASSES], dtype=np.float64) for row in previous}
+        for row in kept:  # in frame order: the last row of a track wins
+            if row["status"] == "ok":
+                self.kept.last_seen[row["track"]] = (row["frame"], Box(row["x"], row["y"], row["w"], row["h"]))
+                self.kept.probabilities[row["track"]] = np.array([row[f"p_{c}"] for c in CLASSES], dtype=np.float64)
+            elif row["status"] == "error" and row["frame"] is not None:
+                self.kept.undecoded.add(row["frame"])
         return True
 
     def _truncate(self, size: int, length: int) -> None:
