@@ -85,7 +85,7 @@ def teacher_targets(
                 "matched to images by id, which needs unique ids. Use a copy of FER-2013 whose file names (or CSV rows) are unique."
             )
     position = {name: i for i, name in enumerate(ids)}
-    missing = [name for name in names if name not in position]
+    missing = [name for name in names.tolist() if name not in position]
     if missing:
         raise DatasetError(
             f"data.teacher={path} has no outputs for {len(missing)} of the {len(names)} train images (e.g. {missing[:3]}): "
