@@ -16,7 +16,6 @@ from omegaconf import open_dict
 
 from fer.classes import CLASSES
 from fer.data import DatasetError, FER2013DataModule
-from fer.data.folder import FolderDataModule
 from fer.data.teacher import teacher_targets
 from fer.training.mixing import mix_batch
 from fer.training.module import FERClassifier
@@ -34,10 +33,12 @@ def train_split(root: Path, split: str = "official") -> tuple[np.ndarray, np.nda
     return data.names.astype(str), data.labels
 
 
-def write_teacher(path: Path, ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, split: str = "train") -> Path:
+def write_teacher(
+    path: Path, ids: np.ndarray, labels: np.ndarray, logits: np.ndarray, split: str = "train", temperature: float = 1.0
+) -> Path:
     """A predictions.npz as fer.scoring.predictions writes it, by hand."""
     np.savez(
-        path, classes=np.asarray(CLASSES), temperature=np.float64(1.0),
+        path, classes=np.asarray(CLASSES), temperature=np.float64(temperature),
         **{f"{split}_ids": ids, f"{split}_labels": labels, f"{split}_logits": logits.astype(np.float32), f"{split}_tta": np.asarray("none")},
     )
     return path
@@ -80,6 +81,14 @@ def test_train_batches_carry_the_blended_targets(fer_zip: Path, teacher_file, we
     assert seen == len(ids) // 8 * 8  # drop_last
     for loader in (dm.val_dataloader(), dm.test_dataloader()):
         assert next(iter(loader))[1].dtype == torch.long
+
+
+def test_the_files_own_calibration_temperature_divides_the_logits_too(fer_zip: Path, teacher_file, tmp_path: Path) -> None:
+    """A single run's predictions.npz keeps raw logits and its fitted temperature (an ensemble's file: 1)."""
+    _, ids, labels, logits = teacher_file
+    path = write_teacher(tmp_path / "predictions.npz", ids, labels, logits, temperature=2.0)
+    targets = distilling(fer_zip, path, teacher_temperature=1.5).datasets["train"].targets
+    torch.testing.assert_close(targets, torch.from_numpy(expected_targets(labels, logits, 0.5, 3.0)).float())
 
 
 def test_weight_zero_gives_the_one_hot_labels(fer_zip: Path, teacher_file) -> None:
@@ -164,11 +173,6 @@ def test_ids_that_cannot_be_matched_are_refused(fer_zip: Path, tmp_path: Path, t
     good = write_teacher(tmp_path / "good.npz", ids, labels, logits)
     with pytest.raises(DatasetError, match=r"this run's train split names some images more than once"):
         teacher_targets(good, twice[0], twice[1], 0.5, 1.0)
-
-
-def test_a_folder_datamodule_refuses_a_teacher(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no train split to distil on"):
-        FolderDataModule(str(tmp_path), teacher=str(tmp_path))
 
 
 # ---- mixing and the training step ----

@@ -39,7 +39,7 @@ class FER2013DataModule(FaceDataModule):
     ``min_sharpness`` stops a blurred copy of the dataset before any training (:mod:`fer.data.quality`).
     ``teacher`` (a ``predictions.npz`` of the train split, or a run directory holding one) turns the
     training targets into soft ones for knowledge distillation, ``teacher_weight`` of the teacher's
-    ``softmax(logits / teacher_temperature)`` and the rest one-hot label (:mod:`fer.data.teacher`);
+    calibrated probabilities softened by ``teacher_temperature`` and the rest one-hot label (:mod:`fer.data.teacher`);
     validation and test keep their integer labels.
     """
 

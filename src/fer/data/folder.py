@@ -117,7 +117,6 @@ class FolderDataModule(FaceDataModule):
     """A labelled folder as one evaluation set (split ``test``), prepared like FER-2013's test split.
 
     ``image_size``, ``crop_size`` and ``channels`` come from the checkpoint in ``fer.evaluate``.
-    ``teacher`` is refused: a folder has no train split to distil on.
     """
 
     def __init__(
@@ -133,14 +132,8 @@ class FolderDataModule(FaceDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool | None = None,
-        teacher: str | None = None,
     ) -> None:
         super().__init__(image_size, crop_size, channels, batch_size, eval_batch_size, num_workers, pin_memory)
-        if teacher is not None:
-            raise ValueError(
-                f"data.teacher={teacher}: data=folder is an evaluation set with no train split to distil on; "
-                "train with data=fer2013 data.teacher=DIR."
-            )
         _compile(label_pattern)
         self.root = os.fspath(root)
         self.label_pattern = label_pattern

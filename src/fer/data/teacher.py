@@ -4,7 +4,10 @@ A teacher file is a ``predictions.npz`` holding the train split
 (``python -m fer.ensemble 'ckpt_paths=[...]' split=train`` writes one; the layout is
 :mod:`fer.scoring.predictions`'). It is read here with numpy alone, because fer.data sits below
 fer.scoring in the layers. Each train image gets the target
-``(1 - weight) * one_hot(label) + weight * softmax(logits / temperature)``, its teacher outputs
+``(1 - weight) * one_hot(label) + weight * softmax(logits / (calibration * temperature))``, where
+``calibration`` is the temperature the file itself holds (1 for fer.ensemble's, whose logits are
+already the log of calibrated probabilities; a single run's fitted temperature for its raw
+logits) and ``temperature`` the softening asked for (``data.teacher_temperature``); its teacher outputs
 found by image id (file name, or CSV row), so the file may list the images in any order and
 hold more of them than the split.
 """
@@ -40,8 +43,8 @@ def check_teacher_options(weight: float, temperature: float) -> None:
         )
 
 
-def read_teacher(teacher: str | os.PathLike) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
-    """(file, ids, labels, logits) of the train split in a teacher file, or a run directory holding one."""
+def read_teacher(teacher: str | os.PathLike) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(file, ids, labels, logits, calibration temperature) of the train split in a teacher file, or a run directory holding one."""
     path = Path(teacher).expanduser()
     path = path / TEACHER_FILE if path.is_dir() else path
     if not path.is_file():
@@ -66,7 +69,10 @@ def read_teacher(teacher: str | os.PathLike) -> tuple[Path, np.ndarray, np.ndarr
             f"data.teacher={path} needs one id, class index (0..{len(CLASSES) - 1}) and {len(CLASSES)} finite logits "
             f"per image, got {len(ids)} ids, {len(labels)} labels and logits of shape {logits.shape}. {HOW_TO_MAKE}"
         )
-    return path, ids.astype(str), labels.astype(np.int64), logits.astype(np.float64)
+    calibration = float(arrays.get("temperature", 1.0))
+    if not calibration > 0.0:
+        raise DatasetError(f"data.teacher={path} holds the calibration temperature {calibration}, which must be > 0. {HOW_TO_MAKE}")
+    return path, ids.astype(str), labels.astype(np.int64), logits.astype(np.float64), calibration
 
 
 def teacher_targets(
@@ -75,7 +81,7 @@ def teacher_targets(
     """float32 [N, classes] targets for the train images ``names`` with ``labels``, blending each
     one-hot label with the teacher's softened probabilities (see the module docstring)."""
     check_teacher_options(weight, temperature)
-    path, ids, teacher_labels, logits = read_teacher(teacher)
+    path, ids, teacher_labels, logits, calibration = read_teacher(teacher)
     names = np.asarray(names).astype(str)
     for what, values in (("this run's train split", names), (f"data.teacher={path}", ids)):
         unique, counts = np.unique(values, return_counts=True)
@@ -99,7 +105,7 @@ def teacher_targets(
             f"data.teacher={path} labels {disagree.size} of the {len(names)} train images differently from data.root "
             f"(e.g. {', '.join(examples)}): it was made on other data. {HOW_TO_MAKE}"
         )
-    scaled = logits[order] / temperature
+    scaled = logits[order] / (calibration * temperature)
     probabilities = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     one_hot = np.eye(len(CLASSES))[labels]
