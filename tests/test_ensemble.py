@@ -36,10 +36,14 @@ def test_ensemble_of_identical_members_equals_the_member(tmp_path: Path, fer_zip
     assert sum(map(sum, saved["test"]["confusion"])) == 14  # the synthetic PrivateTest
 
 
-def test_ensemble_needs_two_checkpoints(tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path) -> None:
-    cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint}]")
-    with pytest.raises(ValueError, match="two or more members"):
-        ensemble(cfg)
+def test_one_checkpoint_alone_is_scored_as_itself(tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path) -> None:
+    """One member is allowed (a single teacher for data.teacher); it is the member's own calibrated output."""
+    cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint}]", "tta=none")
+    metrics = ensemble(cfg)
+    assert len(metrics["members"]) == 1 and metrics["test"]["acc"] == pytest.approx(metrics["members"][0]["acc"])
+
+
+def test_ensemble_needs_checkpoints_or_run_dirs(tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path) -> None:
     both = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint},{tiny_checkpoint}]", f"run_dirs=[{tmp_path}]")
     with pytest.raises(ValueError, match="either ckpt_paths"):
         ensemble(both)

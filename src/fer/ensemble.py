@@ -9,6 +9,10 @@ are averaged, and ``metrics.json`` gets the ensemble's metrics with 95% interval
 accuracy, ``predictions.npz`` the ensemble's per-image output (the log of the averaged
 probabilities), so that ``fer.compare`` takes an ensemble like any run, and
 ``plots/reliability_<split>.png`` its reliability diagram.
+
+With ``split=train`` the ``predictions.npz`` is a teacher file for knowledge distillation
+(``python -m fer.train data.teacher=DIR``, :mod:`fer.data.teacher`); one checkpoint alone makes
+a single teacher's.
 """
 
 from __future__ import annotations
@@ -104,8 +108,6 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     if bool(paths) == bool(run_dirs):
         raise ValueError("Pass either ckpt_paths=[A,B,...] (run the checkpoints) or run_dirs=[A,B,...] (their saved predictions.npz), not both or neither.")
     sources = [str(p) for p in paths or run_dirs]
-    if len(sources) < 2:
-        raise ValueError(f"An ensemble needs two or more members, got {sources}.")
     save_config(cfg, output_dir)
     members = from_checkpoints(sources, cfg) if paths else from_run_dirs(sources, cfg.split)
     combined = average(members)

@@ -12,13 +12,20 @@ from torch.utils.data import DataLoader, Dataset
 class FaceDataset(Dataset):
     """uint8 faces -> (uint8 tensor [C, H, W], label). Scaling to float happens in the model.
 
+    ``targets`` (float [N, classes], e.g. a teacher's soft targets, :mod:`fer.data.teacher`)
+    replace the integer labels in what the dataset yields, in the same ``(images, y)`` structure.
     Loaders fetch whole batches (``__getitems__``, with :func:`face_loader`): without a per-image
     transform a batch is one tensor index, on the CPU or, after :meth:`to`, on the GPU.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None, channels: int = 1) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: Any = None, channels: int = 1, targets: np.ndarray | None = None
+    ) -> None:
         self.images = torch.as_tensor(images, dtype=torch.uint8)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
+        if self.targets is not None and (self.targets.ndim != 2 or len(self.targets) != len(self.labels)):
+            raise ValueError(f"targets need one row per image ({len(self.labels)}), got shape {tuple(self.targets.shape)}.")
         self.transform = transform
         self.channels = channels
 
@@ -30,7 +37,7 @@ class FaceDataset(Dataset):
         return images[0], labels[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch: uint8 [B, C, H, W] and labels [B]."""
+        """One batch: uint8 [B, C, H, W] and labels [B] (or the ``targets`` rows [B, classes])."""
         index = torch.as_tensor(indices, dtype=torch.long)
         if self.images.is_cuda:  # a pinned, asynchronous copy: a plain one would wait for the GPU
             index = index.pin_memory()
@@ -42,7 +49,7 @@ class FaceDataset(Dataset):
         images = images.unsqueeze(1)
         if self.channels != 1:
             images = images.expand(-1, self.channels, -1, -1).contiguous()
-        return images, self.labels[index]
+        return images, (self.labels if self.targets is None else self.targets)[index]
 
     def _transformed(self, index: int) -> torch.Tensor:
         # albumentations draws from its own generators, which global seeds do not reach: seed
@@ -56,6 +63,8 @@ class FaceDataset(Dataset):
         if self.transform is not None:
             raise ValueError("A dataset with a per-image transform must stay on the CPU.")
         self.images, self.labels = self.images.to(device), self.labels.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
         return self
 
 

@@ -17,6 +17,7 @@ from fer.data.dataset import FaceDataset, face_loader
 from fer.data.quality import check_sharpness
 from fer.data.sources import FERData, load_fer2013
 from fer.data.splits import drop_leaks, make_splits
+from fer.data.teacher import check_teacher_options, teacher_targets
 from fer.data.transforms import AugmentConfig, eval_transform, train_transform
 from fer.vision.images import IMAGE_SIZE
 
@@ -36,6 +37,10 @@ class FER2013DataModule(FaceDataModule):
     the centre crop itself, or ten crops with ``tta=tencrop``. ``on_device`` keeps the images on the
     accelerator the trainer runs on, so a GPU run needs no loader workers and no copies per batch.
     ``min_sharpness`` stops a blurred copy of the dataset before any training (:mod:`fer.data.quality`).
+    ``teacher`` (a ``predictions.npz`` of the train split, or a run directory holding one) turns the
+    training targets into soft ones for knowledge distillation, ``teacher_weight`` of the teacher's
+    calibrated probabilities softened by ``teacher_temperature`` and the rest one-hot label (:mod:`fer.data.teacher`);
+    validation and test keep their integer labels.
     """
 
     def __init__(
@@ -59,6 +64,9 @@ class FER2013DataModule(FaceDataModule):
         persistent_workers: bool = True,
         on_device: bool = False,
         min_sharpness: float = 25.0,
+        teacher: str | None = None,
+        teacher_weight: float = 0.5,
+        teacher_temperature: float = 1.0,
     ) -> None:
         super().__init__(image_size, crop_size, channels, batch_size, eval_batch_size, num_workers, pin_memory)
         self.root = os.fspath(root)
@@ -82,6 +90,10 @@ class FER2013DataModule(FaceDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.on_device = on_device
         self.min_sharpness = min_sharpness
+        check_teacher_options(teacher_weight, teacher_temperature)
+        self.teacher = teacher
+        self.teacher_weight = teacher_weight
+        self.teacher_temperature = teacher_temperature
         self.data: FERData | None = None
         self.indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FaceDataset] = {}
@@ -106,11 +118,22 @@ class FER2013DataModule(FaceDataModule):
         eval_tf = eval_transform(self.image_size, self.image_size)
         for name, index in self.indices.items():
             transform = train_tf if name == "train" else eval_tf
-            self.datasets[name] = FaceDataset(self.data.images[index], self.data.labels[index], transform, self.channels)
+            targets = self._teacher_targets(index) if name == "train" and self.teacher is not None else None
+            self.datasets[name] = FaceDataset(self.data.images[index], self.data.labels[index], transform, self.channels, targets)
         log.info(
             "FER-2013 from %s, split=%s: %s", self.root, self.split,
             ", ".join(f"{name} {len(ds)}" for name, ds in self.datasets.items()),
         )
+
+    def _teacher_targets(self, index: np.ndarray) -> np.ndarray:
+        """The train images' soft targets from ``teacher``, logged with how often its top class is the label."""
+        labels = self.data.labels[index]
+        targets = teacher_targets(self.teacher, self.data.names[index], labels, self.teacher_weight, self.teacher_temperature)
+        log.info(
+            "Distilling from %s: weight %.2f, temperature %.2f; the soft targets' top class is the label for %.1f%% of %d train images.",
+            self.teacher, self.teacher_weight, self.teacher_temperature, 100 * (targets.argmax(axis=1) == labels).mean(), len(labels),
+        )
+        return targets
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
         """With ``augment_on=device``, augment training batches where they now live."""

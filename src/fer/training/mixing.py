@@ -16,19 +16,26 @@ from torch import Tensor
 def mix_batch(
     images: Tensor, targets: Tensor, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Float images [B, C, H, W] and class indices [B] -> mixed images and soft targets [B, classes].
+    """Float images [B, C, H, W] and class indices [B] (or class probabilities [B, classes], such as
+    a teacher's soft targets) -> mixed images and soft targets [B, classes].
 
     One mixing ratio ``lam ~ Beta(alpha, alpha)`` per batch. MixUp blends whole images,
     ``lam * a + (1 - lam) * b``; CutMix pastes a box of ``b`` covering ``1 - lam`` of ``a`` (the
     box is clipped at the border and ``lam`` recomputed from its real area). With both alphas
     above zero each batch takes one of the two, evenly; with both zero the batch is returned as is,
-    its targets one-hot. The images keep their memory format (channels-last stays channels-last).
+    its targets one-hot (probabilities unchanged). Probabilities mix exactly as one-hot labels do.
+    The images keep their memory format (channels-last stays channels-last).
     """
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"mixup_alpha={mixup_alpha} and cutmix_alpha={cutmix_alpha} must be >= 0.")
-    one_hot = F.one_hot(targets, num_classes).to(images.dtype)
+    if targets.ndim == 2:
+        if targets.shape[1] != num_classes:
+            raise ValueError(f"Soft targets need {num_classes} columns, got shape {tuple(targets.shape)}.")
+        soft = targets.to(images.dtype)
+    else:
+        soft = F.one_hot(targets, num_classes).to(images.dtype)
     if not mixup_alpha and not cutmix_alpha:
-        return images, one_hot
+        return images, soft
     use_cutmix = cutmix_alpha > 0 and (not mixup_alpha or torch.rand(()).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
     lam = torch.distributions.Beta(alpha, alpha).sample().item()
@@ -37,7 +44,7 @@ def mix_batch(
         images, lam = _paste_box(images, images[partner], lam)
     else:
         images = images * lam + images[partner] * (1 - lam)
-    return images, one_hot * lam + one_hot[partner] * (1 - lam)
+    return images, soft * lam + soft[partner] * (1 - lam)
 
 
 def _paste_box(images: Tensor, others: Tensor, lam: float) -> tuple[Tensor, float]:

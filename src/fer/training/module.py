@@ -199,8 +199,10 @@ class FERClassifier(pl.LightningModule):
         return logits.view(len(batch), x.shape[0], -1).mean(dim=0)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy against class indices [B] or, for mixed batches, class probabilities
-        [B, classes] (then class weights scale each image's terms, averaged over the batch)."""
+        """Cross-entropy against class indices [B] or class probabilities [B, classes] (mixed
+        batches, a teacher's soft targets: ``data.teacher``). Label smoothing blends either with the
+        uniform distribution alike; with probabilities, class weights scale each image's terms,
+        averaged over the batch (indices divide by the batch's summed weights instead)."""
         return F.cross_entropy(
             logits.float(), targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
         )
@@ -234,6 +236,7 @@ class FERClassifier(pl.LightningModule):
         self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """``y``: class indices [B], or class probabilities [B, classes] from ``data.teacher``."""
         x, y = batch
         inputs, targets = self.prepare(x), y
         if self.hparams.mixup_alpha or self.hparams.cutmix_alpha:
@@ -246,7 +249,7 @@ class FERClassifier(pl.LightningModule):
                 "lower the learning rate or check the data. The last checkpoint is kept."
             )
         self.train_loss(loss.detach())
-        # against the dominant label of each mixed image
+        # against the top class of each soft target (mixed, or the teacher's)
         self.train_acc(logits.detach(), targets.argmax(dim=1) if targets.ndim == 2 else y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
