@@ -52,6 +52,20 @@ def test_train_saves_predictions_intervals_and_a_temperature_in_the_best_checkpo
     assert (run / "plots" / "reliability_test.png").is_file()
 
 
+def test_a_run_that_scores_part_of_val_and_test_names_those_images(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    """trainer.limit_val_batches / limit_test_batches (a smoke run): the first batches are scored and
+    saved under their own ids, and the log says the metrics are of those images only."""
+    cfg = make_cfg("model=vgg1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=5")
+    metrics = train(cfg)
+    splits, _ = load_predictions(cfg.paths.output_dir)
+    datamodule = FER2013DataModule(cfg.data.root, split=cfg.data.split)
+    datamodule.setup("fit")
+    for split in ("val", "test"):
+        assert metrics[split]["images"] == len(splits[split].ids) == 5
+        assert list(splits[split].ids) == list(datamodule.split_data(split).names[:5])
+    assert "Scored 5 of the" in caplog.text and "trainer.limit_test_batches" in caplog.text
+
+
 def test_evaluate_saves_the_splits_predictions_and_uses_the_checkpoints_temperature(make_cfg, tiny_checkpoint: Path) -> None:
     cfg = make_cfg(f"ckpt_path={tiny_checkpoint}", "split=val", config_name="eval")
     metrics = evaluate(cfg)

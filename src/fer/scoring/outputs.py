@@ -19,12 +19,21 @@ log = logging.getLogger(__name__)
 
 
 def split_outputs(module: FERClassifier, datamodule: Any, stage: str, split: str, tta: str) -> SplitPredictions:
-    """The logits ``module`` collected in its last ``stage`` run, with the ids of ``split``'s images."""
+    """The logits ``module`` collected in its last ``stage`` run, with the ids of ``split``'s images.
+
+    ``trainer.limit_<stage>_batches`` scores the first batches of the split only (evaluation loaders
+    keep the split's order): those images are named, and a warning says the split's metrics are theirs."""
     logits, labels = module.outputs.pop(stage)
     data = datamodule.split_data(split)
-    if not np.array_equal(labels.numpy(), data.labels):
+    scored = len(labels)
+    if scored > len(data.labels) or not np.array_equal(labels.numpy(), data.labels[:scored]):
         raise RuntimeError(f"The {split} outputs came back in another order than the {split} split's images: cannot name them.")
-    return SplitPredictions(data.names, labels.numpy(), logits.numpy(), tta)
+    if scored < len(data.labels):
+        log.warning(
+            "Scored %d of the %d %s images (trainer.limit_%s_batches): the %s metrics and predictions are of those images only.",
+            scored, len(data.labels), split, stage, split,
+        )
+    return SplitPredictions(data.names[:scored], labels.numpy(), logits.numpy(), tta)
 
 
 def split_results(logged: list[dict[str, float]], stage: str, predictions: SplitPredictions, temperature: float) -> dict[str, Any]:
