@@ -174,7 +174,10 @@ def resumed_tracks(kept: Kept, every: int, max_missed: int) -> list[Track]:
     ``max_missed``, so that a face coming back after the resume keeps its id."""
     tracks = []
     for track_id, (frame, box) in sorted(kept.last_seen.items()):
-        missed = sum(1 for f in range(frame + 1, kept.next_frame) if f % every == 0 and f not in kept.undecoded)
+        # detection frames after ``frame`` and before the resume, counted, not walked: a long video
+        # keeps every track it ever had, each last seen up to hours of frames back
+        detections = (kept.next_frame - 1) // every - frame // every
+        missed = detections - sum(1 for f in kept.undecoded if frame < f < kept.next_frame and f % every == 0)
         if missed <= max_missed:
             tracks.append(Track(track_id, box, missed))
     return tracks
