@@ -138,6 +138,16 @@ def test_a_file_without_the_train_split_is_refused(fer_zip: Path, tmp_path: Path
         distilling(fer_zip, tmp_path / "junk.npz")
 
 
+def test_a_teacher_whose_logits_are_not_finite_is_refused(fer_zip: Path, tmp_path: Path, teacher_file) -> None:
+    _, ids, labels, logits = teacher_file
+    diverged = logits.copy()
+    diverged[4, 1] = np.nan
+    path = write_teacher(tmp_path / "predictions.npz", ids, labels, diverged)
+    expected = rf"data.teacher=.*not finite \(NaN or inf\) for 1 of its {len(ids)} train images \(e.g. \['{ids[4]}'\]\).*split=train"
+    with pytest.raises(DatasetError, match=expected):
+        distilling(fer_zip, path)
+
+
 def test_train_images_the_teacher_lacks_are_counted_and_named(fer_zip: Path, tmp_path: Path, teacher_file) -> None:
     _, ids, labels, logits = teacher_file
     path = write_teacher(tmp_path / "predictions.npz", ids[3:], labels[3:], logits[3:])

@@ -112,6 +112,10 @@ def test_predictions_file_round_trip_and_checks(tmp_path: Path) -> None:
         SplitPredictions(["a.jpg"], [0, 1], np.zeros((2, 7)), "none")
     with pytest.raises(FileNotFoundError, match="python -m fer.evaluate"):
         load_predictions(tmp_path / "elsewhere")
+    with np.load(tmp_path / PREDICTIONS_FILE) as saved:
+        np.savez(tmp_path / "no_tta.npz", **{key: saved[key] for key in saved.files if key != "test_tta"})
+    with pytest.raises(ValueError, match=r"no_tta.npz does not say which test-time augmentation made its test logits.*python -m fer.evaluate"):
+        load_predictions(tmp_path / "no_tta.npz")
     with pytest.raises(ValueError, match="not on the same images"):
         outputs.aligned_to(["a.jpg", "c.jpg"])
     assert outputs.aligned_to(["b.jpg", "a.jpg"]).labels.tolist() == [3, 0]

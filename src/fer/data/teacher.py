@@ -1,9 +1,9 @@
 """Soft targets for knowledge distillation, from a teacher's saved per-image outputs.
 
 A teacher file is a ``predictions.npz`` holding the train split
-(``python -m fer.ensemble 'ckpt_paths=[...]' split=train`` writes one; the layout is
-:mod:`fer.scoring.predictions`'). It is read here with numpy alone, because fer.data sits below
-fer.scoring in the layers. Each train image gets the target
+(``python -m fer.ensemble 'ckpt_paths=[...]' split=train`` writes one), read and checked by
+:mod:`fer.run.predictions_file` as scoring reads it; a teacher's logits must also be finite. Each
+train image gets the target
 ``(1 - weight) * one_hot(label) + weight * softmax(logits / (calibration * temperature))``, where
 ``calibration`` is the temperature the file itself holds (1 for fer.ensemble's, whose logits are
 already the log of calibrated probabilities; a single run's fitted temperature for its raw
@@ -15,15 +15,14 @@ hold more of them than the split.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fer.classes import CLASSES
 from fer.data.sources import DatasetError
+from fer.run.predictions_file import PredictionsFileError, check_finite, predictions_path, read_predictions
 
-TEACHER_FILE = "predictions.npz"
 SPLIT = "train"
 HOW_TO_MAKE = (
     "Make one on the same data.root and data.split with python -m fer.ensemble 'ckpt_paths=[...]' "
@@ -45,34 +44,21 @@ def check_teacher_options(weight: float, temperature: float) -> None:
 
 def read_teacher(teacher: str | os.PathLike) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, float]:
     """(file, ids, labels, logits, calibration temperature) of the train split in a teacher file, or a run directory holding one."""
-    path = Path(teacher).expanduser()
-    path = path / TEACHER_FILE if path.is_dir() else path
+    path = predictions_path(Path(teacher).expanduser())
     if not path.is_file():
         raise DatasetError(f"data.teacher: no teacher outputs at {path}. {HOW_TO_MAKE}")
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            arrays = {key: saved[key] for key in saved.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DatasetError(f"data.teacher={path} is not a readable {TEACHER_FILE} ({error}). {HOW_TO_MAKE}") from error
-    keys = [f"{SPLIT}_{part}" for part in ("ids", "labels", "logits")]
-    if not all(key in arrays for key in keys):
-        splits = sorted(key[: -len("_logits")] for key in arrays if key.endswith("_logits"))
+        splits, calibration = read_predictions(path)
+        if SPLIT in splits:
+            check_finite(path, SPLIT, splits[SPLIT])
+    except PredictionsFileError as error:
+        raise DatasetError(f"data.teacher={path} {error.problem} {HOW_TO_MAKE}") from error
+    if SPLIT not in splits:
         raise DatasetError(
             f"data.teacher={path} holds no outputs for the train split (it has: {', '.join(splits) or 'none'}). {HOW_TO_MAKE}"
         )
-    if "classes" in arrays and list(arrays["classes"]) != list(CLASSES):
-        raise DatasetError(f"data.teacher={path} uses the classes {list(arrays['classes'])}, not fer's {list(CLASSES)}.")
-    ids, labels, logits = (arrays[key] for key in keys)
-    shapes_agree = len(ids) == len(labels) == len(logits) and logits.shape[1:] == (len(CLASSES),)
-    if not shapes_agree or not np.isfinite(logits).all() or not ((labels >= 0) & (labels < len(CLASSES))).all():
-        raise DatasetError(
-            f"data.teacher={path} needs one id, class index (0..{len(CLASSES) - 1}) and {len(CLASSES)} finite logits "
-            f"per image, got {len(ids)} ids, {len(labels)} labels and logits of shape {logits.shape}. {HOW_TO_MAKE}"
-        )
-    calibration = float(arrays.get("temperature", 1.0))
-    if not calibration > 0.0:
-        raise DatasetError(f"data.teacher={path} holds the calibration temperature {calibration}, which must be > 0. {HOW_TO_MAKE}")
-    return path, ids.astype(str), labels.astype(np.int64), logits.astype(np.float64), calibration
+    train = splits[SPLIT]
+    return path, train.ids, train.labels, train.logits, calibration
 
 
 def teacher_targets(

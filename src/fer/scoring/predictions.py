@@ -5,7 +5,8 @@ For each scored split it holds the image ids (file names, or CSV rows), the labe
 fitted on its validation split. With them two models can be compared image by image
 (:mod:`fer.compare`), ensembles scored without running their members again (``fer.ensemble
 run_dirs=[...]``), and calibration refitted, all without the checkpoint or the dataset. Small:
-a split of 3,589 images takes about 75 KB.
+a split of 3,589 images takes about 75 KB. The file itself (its keys, reading, writing and the
+checks of what it holds) is :mod:`fer.run.predictions_file`'s, which distillation reads too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from fer.classes import CLASSES
-from fer.run.atomic import atomic_write
+from fer.run.predictions_file import (
+    PREDICTIONS_FILE,
+    PredictionsFileError,
+    SavedSplit,
+    check_split,
+    predictions_path,
+    read_predictions,
+    write_predictions,
+)
 from fer.scoring.calibration import calibration_report, softmax
 from fer.scoring.stats import bootstrap_intervals
-
-PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass
@@ -38,11 +44,7 @@ class SplitPredictions:
         self.ids = np.asarray(self.ids).astype(str)
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.logits = np.asarray(self.logits, dtype=np.float32)
-        if not (len(self.ids) == len(self.labels) == len(self.logits)) or self.logits.shape[1:] != (len(CLASSES),):
-            raise ValueError(
-                f"Predictions need one id, label and {len(CLASSES)} logits per image, got {len(self.ids)} ids, "
-                f"{len(self.labels)} labels and logits of shape {self.logits.shape}."
-            )
+        check_split(self.ids, self.labels, self.logits)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -80,33 +82,29 @@ def score_report(predictions: SplitPredictions, temperature: float = 1.0) -> dic
 
 
 def save_predictions(run_dir: str | os.PathLike, splits: dict[str, SplitPredictions], temperature: float = 1.0) -> Path:
-    """Write ``predictions.npz`` atomically: ``<split>_ids``, ``<split>_labels``, ``<split>_logits``,
-    ``<split>_tta`` per split, ``classes`` and ``temperature``."""
-    path = Path(run_dir) / PREDICTIONS_FILE
-    arrays: dict[str, np.ndarray] = {"classes": np.asarray(CLASSES), "temperature": np.float64(temperature)}
-    for split, outputs in splits.items():
-        arrays.update({f"{split}_ids": outputs.ids, f"{split}_labels": outputs.labels, f"{split}_logits": outputs.logits})
-        arrays[f"{split}_tta"] = np.asarray(outputs.tta)
-    with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    return path
+    """Write the run's ``predictions.npz`` atomically: each split's ids, labels, float32 logits and
+    test-time augmentation, fer's classes and ``temperature``."""
+    saved = {name: SavedSplit(outputs.ids, outputs.labels, outputs.logits, outputs.tta) for name, outputs in splits.items()}
+    return write_predictions(Path(run_dir) / PREDICTIONS_FILE, saved, temperature)
 
 
 def load_predictions(run_dir_or_file: str | os.PathLike) -> tuple[dict[str, SplitPredictions], float]:
     """(splits, temperature) from a run directory's ``predictions.npz`` (or the file itself)."""
-    path = Path(run_dir_or_file)
-    path = path / PREDICTIONS_FILE if path.is_dir() else path
+    path = predictions_path(run_dir_or_file)
     if not path.is_file():
         raise FileNotFoundError(
             f"No {PREDICTIONS_FILE} at {path}: runs made before per-image predictions were saved have none; "
             "re-score the checkpoint with python -m fer.evaluate ckpt_path=... split=... to make one."
         )
-    with np.load(path, allow_pickle=False) as saved:
-        if list(saved["classes"]) != list(CLASSES):
-            raise ValueError(f"{path} uses the classes {list(saved['classes'])}, not fer's {list(CLASSES)}.")
-        names = sorted({key[: -len("_logits")] for key in saved.files if key.endswith("_logits")})
-        splits = {
-            name: SplitPredictions(saved[f"{name}_ids"], saved[f"{name}_labels"], saved[f"{name}_logits"], str(saved[f"{name}_tta"]))
-            for name in names
-        }
-        return splits, float(saved["temperature"])
+    saved, temperature = read_predictions(path)
+    return {name: _scored_split(path, name, split) for name, split in saved.items()}, temperature
+
+
+def _scored_split(path: Path, name: str, split: SavedSplit) -> SplitPredictions:
+    if split.tta is None:
+        raise PredictionsFileError(
+            path,
+            f"does not say which test-time augmentation made its {name} logits (it has no {name}_tta), which scores keep. "
+            "Re-score the checkpoint with python -m fer.evaluate ckpt_path=... split=... to make a complete one.",
+        )
+    return SplitPredictions(split.ids, split.labels, split.logits, split.tta)
