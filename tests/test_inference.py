@@ -207,7 +207,7 @@ def test_a_search_split_over_two_threads_finds_the_same_boxes(sample_portrait: P
     for x, y in [(20, 10), (340, 20), (40, 250), (360, 240)]:
         tiled[y : y + 220, x : x + 190] = cv2.resize(portrait, (190, 220), interpolation=cv2.INTER_AREA)
     noise = np.random.default_rng(0).integers(0, 256, (480, 640), dtype=np.uint8)
-    detector = FaceDetector(min_face, scale_factor, min_neighbors)
+    detector = FaceDetector(min_face, scale_factor, min_neighbors, method="haar")
     found = []
     with ThreadPoolExecutor(1) as pool:
         for gray in (portrait, tiled, noise, tiled[:, ::-1].copy()):

@@ -40,7 +40,7 @@ def photo(sample_portrait: Path) -> np.ndarray:
 
 
 def drawing() -> np.ndarray:
-    """A 640x480 cartoon face (ellipse, eyes, brows, nose, smile): too schematic for the cascade."""
+    """A 640x480 cartoon face (ellipse, eyes, brows, nose, smile): too schematic for either detector."""
     image = np.full((480, 640, 3), (140, 170, 200), dtype=np.uint8)
     cv2.ellipse(image, (320, 240), (110, 140), 0, 0, 360, (220, 160, 120), -1)
     for x in (280, 360):
@@ -55,16 +55,18 @@ def inside(box: Box, outer: Box) -> bool:
     return outer.x <= box.x and outer.y <= box.y and box.x + box.w <= outer.x + outer.w and box.y + box.h <= outer.y + outer.h
 
 
-def test_detector_finds_the_face_in_a_photo(photo: np.ndarray) -> None:
+@pytest.mark.parametrize("method", ["mtcnn", "haar"])
+def test_detector_finds_the_face_in_a_photo(photo: np.ndarray, method: str) -> None:
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-    faces = FaceDetector().faces(gray)
+    faces = FaceDetector(method=method).faces(gray)
     assert len(faces) == 1
     assert inside(faces[0].box, PASTED) and faces[0].box.w >= 60
     assert faces[0].crop.shape == (48, 48) and faces[0].crop.dtype == np.uint8 and not faces[0].aligned
 
 
-def test_drawing_without_a_detectable_face_gives_no_prediction(model: FERClassifier) -> None:
-    assert predict_image(model, drawing(), FaceDetector()) == []
+@pytest.mark.parametrize("method", ["mtcnn", "haar"])
+def test_drawing_without_a_detectable_face_gives_no_prediction(model: FERClassifier, method: str) -> None:
+    assert predict_image(model, drawing(), FaceDetector(method=method)) == []
 
 
 def test_face_crop_is_classified_whole_without_detection(model: FERClassifier) -> None:

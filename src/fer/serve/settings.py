@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 MB = 1024 * 1024
 # conf/serve.yaml's detector: faster than fer.predict's (it says why)
-DETECTOR = {"min_face": 64, "scale_factor": 1.2, "min_neighbors": 5, "margin": 0.1, "align": False}
+DETECTOR = {"method": "haar", "min_face": 64, "scale_factor": 1.2, "min_neighbors": 5, "margin": 0.1, "align": False}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,13 @@
-"""Face detection, alignment and cropping with the Haar cascades that ship inside opencv-python.
+"""Face detection, alignment and cropping: MTCNN (:mod:`fer.vision.mtcnn`) or the Haar cascade
+that ships inside opencv-python.
 
-Nothing is downloaded: the cascade files come from ``cv2.data.haarcascades`` (OpenCV 4.x wheels;
-OpenCV 5 moved the cascades out of the main package, hence the ``<5`` pin in pyproject).
+Nothing is downloaded: MTCNN's weights are package data of fer, the cascade files come from
+``cv2.data.haarcascades`` (OpenCV 4.x wheels; OpenCV 5 moved the cascades out of the main package,
+hence the ``<5`` pin in pyproject).
+
+Both give the same kind of box: MTCNN's (taller than wide, brows to chin) is turned into the square
+the cascade would draw around the same face (:func:`mtcnn_box`), so ``margin`` frames a face the same
+way whichever found it, and the tracker and the crops do not depend on the method.
 
 Speed: the cascade runs on a copy scaled so that the smallest face wanted (``min_face`` pixels)
 becomes the cascade's 24-pixel window; a 640x480 photo with ``min_face=48`` is searched at 320x240,
@@ -13,7 +19,7 @@ upper part of each face; when it finds them the image is rotated about the face 
 eyes are level. When it does not (it often misses one eye, behind glasses or in shadow) the face is
 cropped square without rotation, and :class:`Face` says which happened.
 
-Two cores for one image (``detect(gray, pool)``): the cascade's search scales are split in two runs
+Two cores for one image (``detect(gray, pool)``), for the cascade: its search scales are split in two runs
 of about equal cost, the larger faces searched in ``pool`` while the calling thread searches the
 smaller, and their raw hits grouped as ``detectMultiScale`` groups them, so the boxes are the same
 as one call's. OpenCV's own thread pool would do this too, but it is one per process: set to two
@@ -24,6 +30,7 @@ and only a search that has the machine to itself is split.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -34,6 +41,9 @@ import cv2
 import numpy as np
 
 from fer.vision.images import resize
+from fer.vision.mtcnn import MTCNN
+
+METHODS = ("mtcnn", "haar")
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # the eye cascade trained with glasses too (plain haarcascade_eye.xml misses eyes behind glasses)
@@ -47,6 +57,11 @@ GROUP_EPS = 0.2  # how alike the cascade's raw hits must be to group (detectMult
 # the value of 0-0.6 that made split searches of 640x480 frames fastest on an AMD EPYC (0.56-0.59x
 # one search's time at min_face 48 / scale 1.1 and 64 / 1.2; 0.6 gave 0.70-0.74x, 0 0.75-0.78x)
 SCALE_OVERHEAD = 0.3
+# MTCNN's box (x1, y1, x2, y2) -> the cascade's square for the same face: side MTCNN_SIDE * sqrt(w * h),
+# centre moved by MTCNN_SHIFT times that side; the medians over the FER-2013 training faces that
+# both found exactly once (experiments/detectors/calibrate.py, detectors.json)
+MTCNN_SIDE = 1.069
+MTCNN_SHIFT = (0.012, -0.006)
 
 
 @dataclass(frozen=True)
@@ -106,16 +121,33 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
     return cascade
 
 
+@functools.lru_cache(maxsize=4)
+def shared_mtcnn(min_face: int) -> MTCNN:
+    """One MTCNN per ``min_face`` for the whole process: its networks hold no state between calls,
+    so every detector and thread can share them, and the weights are read once."""
+    return MTCNN(min_face)
+
+
+def mtcnn_box(x1: float, y1: float, x2: float, y2: float) -> Box:
+    """An MTCNN box as the square the Haar cascade draws around the same face (see MTCNN_SIDE)."""
+    side = MTCNN_SIDE * math.sqrt(max(x2 - x1, 0.0) * max(y2 - y1, 0.0))
+    cx = (x1 + x2) / 2.0 + MTCNN_SHIFT[0] * side
+    cy = (y1 + y2) / 2.0 + MTCNN_SHIFT[1] * side
+    return Box(int(round(cx - side / 2.0)), int(round(cy - side / 2.0)), int(round(side)), int(round(side)))
+
+
 class FaceDetector:
-    """Find frontal faces in grayscale images and cut them out as square crops with a margin.
+    """Find faces in grayscale images and cut them out as square crops with a margin.
 
     Args:
         min_face: smallest face side to find, in pixels of the original image.
-        scale_factor: step between the cascade's search scales (smaller: slower, finds more).
-        min_neighbors: overlapping hits a detection needs (larger: fewer false faces).
-        margin: extra border around the cascade's box, as a fraction of its side on each side;
+        scale_factor: (haar) step between the cascade's search scales (smaller: slower, finds more).
+        min_neighbors: (haar) overlapping hits a detection needs (larger: fewer false faces).
+        margin: extra border around the face's box, as a fraction of its side on each side;
             0.1 gives about the framing of FER-2013's faces (forehead to chin, cheeks to the ears).
         align: rotate each face so that its eyes are level when the eye cascade finds both eyes.
+        method: ``mtcnn`` (three small CNNs: faster here, and finds more faces) or ``haar`` (OpenCV's
+            frontal-face cascade); see experiments/detectors/.
     """
 
     def __init__(
@@ -125,8 +157,11 @@ class FaceDetector:
         min_neighbors: int = 5,
         margin: float = 0.1,
         align: bool = False,
+        method: str = "mtcnn",
     ) -> None:
-        if min_face < CASCADE_WINDOW:
+        if method not in METHODS:
+            raise ValueError(f"detector method={method!r} is not one of {', '.join(METHODS)}.")
+        if method == "haar" and min_face < CASCADE_WINDOW:
             raise ValueError(f"min_face={min_face} must be at least the cascade window ({CASCADE_WINDOW} pixels).")
         if scale_factor <= 1.0 or min_neighbors < 0 or not 0.0 <= margin <= 1.0:
             raise ValueError(
@@ -137,20 +172,32 @@ class FaceDetector:
         self.min_neighbors = min_neighbors
         self.margin = margin
         self.align = align
-        self.face_cascade = load_cascade(FACE_CASCADE)
+        self.method = method
+        self.mtcnn = shared_mtcnn(min_face) if method == "mtcnn" else None
+        self.face_cascade = load_cascade(FACE_CASCADE) if method == "haar" else None
         self.eye_cascade = load_cascade(EYE_CASCADE) if align else None
         self._far_cascade: cv2.CascadeClassifier | None = None  # the pool's half of a split search
 
     def copy(self) -> FaceDetector:
-        """A detector with the same settings and its own cascades, for another thread (OpenCV does not
-        promise that one cascade may run in two threads at once)."""
-        return FaceDetector(self.min_face, self.scale_factor, self.min_neighbors, self.margin, self.align)
+        """A detector with the same settings for another thread: its own cascades (OpenCV does not
+        promise that one cascade may run in two threads at once), the same MTCNN (stateless)."""
+        return FaceDetector(self.min_face, self.scale_factor, self.min_neighbors, self.margin, self.align, self.method)
 
     def detect(self, gray: np.ndarray, pool: Executor | None = None) -> list[Box]:
         """Face boxes in a uint8 HxW image, in reading order (top to bottom, then left to right).
 
         With ``pool`` (a thread that is otherwise idle) the search is split across it and this thread:
-        the same boxes in about 0.6x the time (see the module's docstring)."""
+        the same boxes in less time (see the module's docstring and :meth:`MTCNN.find`)."""
+        if self.mtcnn is not None:
+            boxes = [mtcnn_box(*box) for box in self.mtcnn.find(gray, pool)[0]]
+        else:
+            boxes = self._cascade(gray, pool)
+        # the whole box breaks ties, so the order never depends on the order of the detector's hits
+        # (with OpenCV's threads, or a split search, that order varies)
+        return sorted(boxes, key=lambda b: (b.y // max(b.h, 1), b.x, b.y, b.w, b.h))
+
+    def _cascade(self, gray: np.ndarray, pool: Executor | None) -> list[Box]:
+        """The Haar cascade's boxes; split with ``pool`` as the module's docstring says."""
         scale = min(1.0, CASCADE_WINDOW / self.min_face)
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         cut = split_window(small.shape, self.scale_factor) if pool is not None else None
@@ -164,10 +211,7 @@ class FaceDetector:
             far = pool.submit(self._hits, self._far_cascade, small, (cut, cut), (0, 0))
             hits = self._hits(self.face_cascade, small, (CASCADE_WINDOW, CASCADE_WINDOW), (cut - 1, cut - 1)) + far.result()
             found = cv2.groupRectangles(hits, self.min_neighbors, GROUP_EPS)[0] if self.min_neighbors > 0 else hits
-        boxes = [Box(*(int(round(v / scale)) for v in box)) for box in found]
-        # the whole box breaks ties, so the order never depends on the order of the cascade's hits
-        # (with OpenCV's threads, or a split search, that order varies)
-        return sorted(boxes, key=lambda b: (b.y // max(b.h, 1), b.x, b.y, b.w, b.h))
+        return [Box(*(int(round(v / scale)) for v in box)) for box in found]
 
     def _hits(
         self, cascade: cv2.CascadeClassifier, small: np.ndarray, min_size: tuple[int, int], max_size: tuple[int, int]
