@@ -143,11 +143,12 @@ class FaceDetector:
         min_face: smallest face side to find, in pixels of the original image.
         scale_factor: (haar) step between the cascade's search scales (smaller: slower, finds more).
         min_neighbors: (haar) overlapping hits a detection needs (larger: fewer false faces).
-        margin: extra border around the face's box, as a fraction of its side on each side;
-            0.1 gives about the framing of FER-2013's faces (forehead to chin, cheeks to the ears).
+        margin: extra border around the face's box, as a fraction of its side on each side. The
+            cascade's box is about FER-2013's whole crop, so 0.1 frames faces about 1.2x looser than
+            FER-2013 does (experiments/benchmarks.md); not retuned until a trained model can measure it.
         align: rotate each face so that its eyes are level when the eye cascade finds both eyes.
-        method: ``mtcnn`` (three small CNNs: faster here, and finds more faces) or ``haar`` (OpenCV's
-            frontal-face cascade); see experiments/detectors/.
+        method: ``mtcnn`` (three small CNNs: finds more faces, and searches a 640x480 photo in about
+            half the time) or ``haar`` (OpenCV's frontal-face cascade); see experiments/detectors/.
     """
 
     def __init__(
