@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torchvision.ops import nms
 
+from fer.vision.images import resize
+
 WEIGHTS = Path(__file__).with_name("mtcnn.pt")
 WEIGHTS_SHA256 = "67bbb01021b97a47af0602f1d2e69d1f95b74fef91be9befab4f85c869804d4f"
 PNET_WINDOW = 12  # P-Net's input window, pixels
@@ -232,7 +234,7 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _crops(gray: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
-    """Each box cut out of ``gray`` (black outside it) and resized to ``size`` x ``size``."""
+    """Each box cut out of ``gray`` (black outside it) and resized to ``size`` x ``size`` by fer's one resampling rule."""
     height, width = gray.shape
     crops = np.empty((len(boxes), size, size), np.uint8)
     for i, (x1, y1, x2, y2) in enumerate(np.rint(boxes).astype(int)):
@@ -241,8 +243,7 @@ def _crops(gray: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
         cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
         if cx2 > cx1 and cy2 > cy1:
             patch[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = gray[cy1:cy2, cx1:cx2]
-        shrink = patch.shape[0] > size or patch.shape[1] > size
-        crops[i] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        crops[i] = resize(patch, size)
     return _tensor(crops)
 
 
