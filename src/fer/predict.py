@@ -4,8 +4,9 @@
 Each input is a file or a folder (searched recursively); a folder may mix photos and videos.
 
 Photos: a face crop (a small square grayscale image, :func:`fer.inference.is_face_crop`) is
-classified whole; any other image goes through the Haar face detector and each face is cropped with
-a margin (and aligned on the eyes with ``detector.align=true``), resized to 48x48 and classified.
+classified whole; any other image goes through the face detector (MTCNN, or OpenCV's Haar cascade
+with ``detector.method=haar``) and each face is cropped with a margin (and aligned on the eyes with
+``detector.align=true``), resized to 48x48 and classified.
 One row per face goes to ``predictions.json`` or ``.csv`` in the run directory: file, face number,
 box, how it was found, emotion and all seven probabilities. An image with no face gets a
 ``no_face`` row; a file that cannot be read gets an ``error`` row naming it and the reason, and the
