@@ -180,10 +180,21 @@ def test_predict_images_gives_what_predict_image_gives_in_order_with_errors_in_p
             np.testing.assert_allclose(np.stack([f.probabilities for f in result.faces]), np.stack([f.probabilities for f in expected]), atol=1e-5)
 
 
-def test_predict_images_leaves_opencv_threads_as_it_found_them(model: FERClassifier, sample_portrait: Path, tmp_path: Path) -> None:
-    before = cv2.getNumThreads()
-    list(predict_images(model, portrait_photos(sample_portrait, tmp_path, 2), FaceDetector(), workers=2))
-    assert cv2.getNumThreads() == before
+def test_predict_images_runs_its_detection_threads_single_threaded_and_restores_the_libraries(
+    model: FERClassifier, sample_portrait: Path, tmp_path: Path
+) -> None:
+    previous = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(3)
+    cv2.setNumThreads(3)
+    try:
+        results = predict_images(model, portrait_photos(sample_portrait, tmp_path, 2), FaceDetector(), workers=2)
+        next(results)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+        list(results)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (3, 3)
+    finally:
+        torch.set_num_threads(previous[0])
+        cv2.setNumThreads(previous[1])
 
 
 def test_find_faces_on_a_smaller_copy_gives_boxes_in_the_originals_pixels(sample_portrait: Path, tmp_path: Path) -> None:

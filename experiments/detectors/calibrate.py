@@ -30,7 +30,7 @@ import torch
 
 from fer.data.sources import load_fer2013
 from fer.run.hardware import describe
-from fer.vision.faces import FaceDetector, cv2_threads
+from fer.vision.faces import FaceDetector, detection_threads
 from fer.vision.mtcnn import MTCNN
 
 ENLARGE = 3
@@ -56,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     found: dict[str, list[np.ndarray]] = {"haar": [], "mtcnn": []}
     seconds = {"haar": 0.0, "mtcnn": 0.0}
-    with cv2_threads(1):
+    with detection_threads(1):
         for index in picked:
             face = cv2.resize(data.images[index], (side, side), interpolation=cv2.INTER_LINEAR)
             canvas = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)

@@ -13,6 +13,7 @@ resized to the checkpoint's ``input_spec.image_size`` (:func:`fer.data.transform
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections import deque
@@ -29,7 +30,7 @@ import torch
 from fer.classes import CLASSES
 from fer.data.transforms import eval_transform
 from fer.input_spec import InputSpec
-from fer.vision.faces import Box, FaceDetector, cv2_threads
+from fer.vision.faces import Box, FaceDetector, detection_threads
 from fer.vision.images import IMAGE_SIZE, ImageInput, ImageReadError, load_image, resize, to_gray
 
 if TYPE_CHECKING:
@@ -231,7 +232,8 @@ def predict_images(
             yield ImageResult(array, next(predicted) if faces is not None else [], error)
         pending.clear()
 
-    with cv2_threads(1 if workers > 1 else cv2.getNumThreads()), ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fer-faces") as pool:
+    single = detection_threads(1) if workers > 1 else contextlib.nullcontext()
+    with single, ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fer-faces") as pool:
         queue: deque[Future] = deque()
         source = iter(images)
         for image in itertools.islice(source, ahead):
