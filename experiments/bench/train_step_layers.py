@@ -1,11 +1,11 @@
-"""Where a speedrun_cpu training step spends its time: each convolution's forward, input-gradient
-and weight-gradient time and its GFLOP/s, on the CPU this runs on.
+"""Where a speedrun_cpu training step spends its time: each convolution's forward and backward
+time (both gradients together) and its GFLOP/s, on the CPU this runs on.
 
     python experiments/bench/train_step_layers.py [--steps 5] [--out experiments/bench/train_step_layers.json]
 
 The network, batch and precision are speedrun_cpu's (VGGNet 48-384 channels, FC-1024, 40x40
-crops, batch 128, bf16 autocast, channels-last); the optimiser is left out (its update is a small
-part of the step, ``experiments/benchmarks.md``). Times come from torch's profiler, grouped by
+crops, batch 128, bf16 autocast, channels-last); the optimiser's update is left out, since it
+touches no convolution. Times come from torch's profiler, grouped by
 input shape: ``aten::convolution`` is the forward, ``aten::convolution_backward`` both gradients
 (the first convolution computes only its weights' gradient, its input needs none).
 """
