@@ -8,7 +8,7 @@ or ``ckpt_path=``. The command
    temperature; no optimizer state) to ``output_dir`` (default: the package's ``fer/weights/``);
 2. scores the original checkpoint and the slim copy on PrivateTest (and the copy on PublicTest)
    of the real FER-2013 (``FER2013_ROOT``), with the run's own protocol and test-time augmentation,
-   and refuses the copy when half precision moves PrivateTest accuracy by more than
+   in float32 (``trainer.precision``, the precision :mod:`fer.predict` classifies in), and refuses the copy when half precision moves PrivateTest accuracy by more than
    ``max_change`` (0.2 points): use ``weights=fp32`` then;
 3. times a single face on this CPU and writes the model card, ``card.json`` and ``card.md``
    (:func:`render_card`), with the copy's SHA-256, which :mod:`fer.packaged` checks on every load.
@@ -179,6 +179,7 @@ def build_card(
         "metrics": {
             "test": split_card(test),
             "val": split_card(val),
+            "precision": cfg.trainer.precision,
             "checkpoint_test_acc": checkpoint_acc,
             "weights_change_points": round(100 * (test["acc"] - checkpoint_acc), 2),
         },
@@ -238,7 +239,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"- Data: {data['dataset']}, {data['protocol']} protocol. Train: {data['train']}.",
         f"  Selection: {data['selection']}. Test: {data['test']}.",
         "",
-        "## How well it does (these packaged weights, scored at release)",
+        f"## How well it does (these packaged weights, scored at release with precision `{card['metrics']['precision']}`)",
         f"- PrivateTest accuracy **{percent(test['acc'])}** (95% bootstrap interval {interval(test['acc_ci95'])}),",
         f"  macro-F1 {percent(test['f1_macro'])} ({interval(test['f1_macro_ci95'])}), {test['images']} faces.",
         f"- The training checkpoint scored {percent(card['metrics']['checkpoint_test_acc'])}:",
@@ -252,7 +253,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Speed",
         f"One face, prepared and classified: {latency['one_face']} ms with `{model['tta']}`, {latency['one_face_no_tta']} ms without",
-        f"test-time augmentation ({latency['threads']} threads, {latency['hardware']}).",
+        f"test-time augmentation ({latency['hardware']}).",
         "",
         "## Known limits",
         *(f"- {line}" for line in card["limits"]),
