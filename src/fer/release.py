@@ -8,8 +8,9 @@ or ``ckpt_path=``. The command
    temperature; no optimizer state) to ``output_dir`` (default: the package's ``fer/weights/``);
 2. scores the original checkpoint and the slim copy on PrivateTest (and the copy on PublicTest)
    of the real FER-2013 (``FER2013_ROOT``), with the run's own protocol and test-time augmentation,
-   in float32 (``trainer.precision``, the precision :mod:`fer.predict` classifies in), and refuses the copy when half precision moves PrivateTest accuracy by more than
-   ``max_change`` (0.2 points): use ``weights=fp32`` then;
+   in float32 (``trainer.precision``, the precision :mod:`fer.predict` classifies in), and refuses
+   the copy when half precision moves PrivateTest accuracy by more than ``max_change`` (0.2
+   points): use ``weights=fp32`` then;
 3. times a single face on this CPU and writes the model card, ``card.json`` and ``card.md``
    (:func:`render_card`), with the copy's SHA-256, which :mod:`fer.packaged` checks on every load.
 
