@@ -3,11 +3,12 @@
     python experiments/bench/micro_batch_step.py [--rounds 4] [--steps 8] [--out FILE.json]
 
 Why: on a 2-core AMD EPYC with AVX512-BF16 the 48->48 convolution at 40x40 runs at half the
-speed of the others at batch 128 (``train_step_layers.py``), and a smaller batch keeps its
+speed of the others at batch 128 (``train_step_layers.py``), and a smaller batch might keep its
 activations in cache. The step here is speedrun_cpu's (VGGNet 48-384, FC-1024, 40x40, bf16
 autocast, channels-last, label smoothing 0.1, SGD nesterov with weight decay) on one in-memory
 batch of 128, split into chunks whose gradients add up to the batch's; only BatchNorm sees the
-chunk instead of the batch. Chunk sizes alternate within each round, so drift in the machine's
+chunk instead of the batch. The 48->48 convolution at 40x40 is also timed alone (forward and
+backward) at each chunk size, for the cache effect that motivates this. Chunk sizes alternate within each round, so drift in the machine's
 speed falls on all of them alike.
 """
 
@@ -21,11 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from train_step_layers import BATCH, CHANNELS, CROP, HIDDEN  # the same network and batch, defined once
 
 from fer.models.vgg import VGGNet
 from fer.run.hardware import describe
-
-CHANNELS, HIDDEN, CROP, BATCH = (48, 96, 192, 384), 1024, 40, 128
 
 
 def main() -> None:
@@ -49,22 +49,39 @@ def main() -> None:
             loss.backward()
         optimizer.step()
 
+    conv = model.features[3]
+    activations = torch.randn(BATCH, CHANNELS[0], CROP, CROP).contiguous(memory_format=torch.channels_last)
+
+    def conv_step(chunk: int) -> None:
+        for part in activations.split(chunk):
+            part = part.detach().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = conv(part)
+            out.float().sum().backward()
+
+    per_chunk: dict[int, list[float]] = {chunk: [] for chunk in args.chunks}
+    conv_ms: dict[int, list[float]] = {chunk: [] for chunk in args.chunks}
     for chunk in args.chunks:
         for _ in range(3):
             step(chunk)
-    per_chunk: dict[int, list[float]] = {chunk: [] for chunk in args.chunks}
+            conv_step(chunk)
     for _ in range(args.rounds):
         for chunk in args.chunks:
             start = time.perf_counter()
             for _ in range(args.steps):
                 step(chunk)
             per_chunk[chunk].append(BATCH * args.steps / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                conv_step(chunk)
+            conv_ms[chunk].append(1000 * (time.perf_counter() - start) / args.steps)
     result = {
         "hardware": describe(),
         "torch": torch.__version__,
         "batch": BATCH,
         "steps_per_round": args.steps,
         "img_s": {str(c): {"median": round(statistics.median(v), 1), "all": [round(i, 1) for i in v]} for c, v in per_chunk.items()},
+        "conv_48_40x40_ms_per_batch": {str(c): round(statistics.median(v), 1) for c, v in conv_ms.items()},
     }
     text = json.dumps(result, indent=1)
     print(text)
