@@ -119,6 +119,19 @@ def test_predict_returns_names_and_probabilities(model: FERClassifier, tmp_path:
     np.testing.assert_allclose(mixed.probabilities[:2], np.repeat(single.probabilities, 2, axis=0), atol=1e-6)
 
 
+def test_predict_in_bf16_autocast_gives_float32_probabilities_close_to_float32s(model: FERClassifier) -> None:
+    faces = np.stack([synthetic_face(label, 200) for label in range(len(CLASSES))])
+    reference = predict(model, faces).probabilities
+    model.use_precision("bf16-mixed")
+    try:
+        autocast = predict(model, faces).probabilities
+    finally:
+        model.use_precision("32-true")
+    assert autocast.dtype == np.float32 and not np.array_equal(autocast, reference)
+    np.testing.assert_allclose(autocast, reference, atol=0.03)
+    np.testing.assert_allclose(predict(model, faces).probabilities, reference, atol=1e-6)
+
+
 def test_any_size_and_colour_is_resized_to_48(model: FERClassifier) -> None:
     face = synthetic_face(5, 0)
     big_rgb = np.repeat(np.repeat(face, 5, axis=0), 5, axis=1)[..., None].repeat(3, axis=2)  # 240x240x3

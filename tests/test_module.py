@@ -186,6 +186,25 @@ def test_an_entry_points_tta_option_overrides_the_checkpoints_or_keeps_it() -> N
     assert module.tta == "tencrop"
 
 
+def test_an_entry_points_precision_option_picks_autocast_or_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fer.predict, fer.serve and fer.bench pass precision= here; classify and fer.serve run under the context."""
+    module = classifier()
+    assert module.inference_precision == "32-true" and not isinstance(module.inference_autocast(), torch.autocast)
+    monkeypatch.setattr("fer.run.hardware.cpu_has_bf16", lambda: True)
+    module.use_precision("auto")
+    assert module.inference_precision == "bf16-mixed"
+    with module.inference_autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr("fer.run.hardware.cpu_has_bf16", lambda: False)
+    module.use_precision("auto")
+    assert module.inference_precision == "32-true"
+    module.use_precision("bf16-mixed")
+    module.use_precision(None)
+    assert module.inference_precision == "bf16-mixed"
+    with pytest.raises(ValueError, match=r"precision='bf16-true' must be one of auto, 32-true, bf16-mixed, 16-mixed"):
+        module.use_precision("bf16-true")
+
+
 def test_tencrop_tta_averages_four_corners_the_centre_and_their_mirrors() -> None:
     """48x48 images into a net trained on 40x40 crops: the ten views are written out here by hand."""
     torch.manual_seed(0)

@@ -226,15 +226,21 @@ def test_predict_tta_override_repeated_inputs_and_an_empty_folder(tmp_path: Path
     face_path, empty = tmp_path / "face.png", tmp_path / "empty"
     Image.fromarray(synthetic_face(5, 0)).save(face_path)
     empty.mkdir()
-    cfg = predict_cfg(tmp_path, tiny_checkpoint, [str(face_path), str(face_path), str(empty)], "annotate=true", "tta=flip")
+    overrides = ("annotate=true", "tta=flip", "precision=bf16-mixed")
+    cfg = predict_cfg(tmp_path, tiny_checkpoint, [str(face_path), str(face_path), str(empty)], *overrides)
     rows = predict(cfg)
     saved = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert saved["tta"] == "flip" and saved["summary"] == {"images": 2, "faces": 2, "no_face": 0, "errors": 1}
+    assert saved["precision"] == "bf16-mixed"
     assert rows[2]["status"] == "error" and rows[2]["error"].startswith("folder holds no images")
     model = FERClassifier.load_from_checkpoint(tiny_checkpoint).eval()
     model.tta = "flip"
+    model.use_precision("bf16-mixed")
     _, expected = predict_faces(model, [synthetic_face(5, 0)])
     np.testing.assert_allclose(list(rows[0]["probabilities"].values()), expected[0], rtol=1e-4, atol=1e-12)
+    model.use_precision("32-true")  # the precision shows in the small probabilities
+    assert not np.allclose(predict_faces(model, [synthetic_face(5, 0)])[1][0], expected[0], rtol=0.01, atol=0)
+    model.use_precision("bf16-mixed")
     model.tta = "none"  # the model is sure of the class: the flip shows in the small probabilities
     assert not np.allclose(predict_faces(model, [synthetic_face(5, 0)])[1][0], expected[0], rtol=0.05, atol=0)
     annotated = sorted(p.name for p in (tmp_path / "run" / "annotated").glob("*.png"))

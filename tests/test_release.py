@@ -93,6 +93,25 @@ def test_release_writes_weights_and_a_card_whose_numbers_the_weights_reproduce(
     model = packaged.load(output)
     cfg = release_cfg(output, output, fer_zip, tmp_path)
     assert score(cfg, model, "test")[0]["acc"] == card["metrics"]["test"]["acc"]
+    autocast = release_cfg(output, output, fer_zip, tmp_path, "trainer.precision=bf16-mixed")
+    assert score(autocast, model, "val")[0]["acc"] == card["metrics"]["bf16-mixed"]["val"]["acc"]
+    by_tta = card["metrics"]["acc_by_tta"]
+    assert list(by_tta) == ["none", "flip", "tencrop"] and by_tta[model.tta]["test"] == card["metrics"]["test"]["acc"]
+    assert set(card["latency_ms"]["one_face"]["32-true"]) == set(by_tta)
+    assert all(f"| `{mode}` | {views} |" in text for mode, views in (("none", 1), ("flip", 2), ("tencrop", 10)))
+
+
+def test_release_packages_the_test_time_augmentation_it_is_given(
+    released: tuple[Path, dict], tiny_run: Path, fer_zip: Path, tmp_path: Path
+) -> None:
+    trained = released[1]["model"]["tta"]
+    other = "none" if trained != "none" else "flip"
+    card = release(release_cfg(tiny_run, tmp_path / "out", fer_zip, tmp_path, f"tta={other}"))
+    model = packaged.load(tmp_path / "out")
+    assert model.tta == card["model"]["tta"] == other
+    assert card["metrics"]["test"]["acc"] == card["metrics"]["acc_by_tta"][other]["test"] == released[1]["metrics"]["acc_by_tta"][other]["test"]
+    with pytest.raises(ValueError, match="tta='five' must be null"):
+        release(release_cfg(tiny_run, tmp_path / "bad", fer_zip, tmp_path, "tta=five"))
 
 
 def test_packaged_weights_predict_as_the_checkpoint_does(released: tuple[Path, dict], tiny_checkpoint: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import compose_config, write_packaged
+from helpers import compose_config, synthetic_face, write_packaged
 from PIL import Image
 from starlette.datastructures import Headers
 
@@ -29,6 +29,7 @@ import fer.serve.__main__ as serve_main
 from fer import packaged
 from fer.classes import CLASSES
 from fer.predict import ROW_KEYS
+from fer.run.hardware import resolve_precision
 from fer.serve.app import create_app
 from fer.serve.batcher import Batcher
 from fer.serve.pipeline import classify_batch
@@ -89,6 +90,7 @@ def test_health_and_model_card(client: TestClient, tiny_checkpoint: Path, model:
     assert card["classes"] == list(CLASSES)
     assert card["input_spec"] == {"image_size": 48, "crop_size": 48, "channels": 1}
     assert card["tta"] == model.tta and card["temperature"] == pytest.approx(model.temperature)
+    assert card["precision"] == model.inference_precision == "32-true"
 
 
 def test_model_card_of_the_packaged_model(model: FERClassifier, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,6 +299,18 @@ def test_beyond_max_pending_is_503_at_once(model: FERClassifier, tiny_checkpoint
 # ---- batching ----
 
 
+def test_model_calls_run_in_the_models_inference_precision(model: FERClassifier) -> None:
+    inputs = torch.from_numpy(np.stack([synthetic_face(label, 200) for label in range(len(CLASSES))])).unsqueeze(1)
+    reference = classify_batch(model, inputs, "flip")
+    model.use_precision("bf16-mixed")
+    try:
+        autocast = classify_batch(model, inputs, "flip")
+    finally:
+        model.use_precision("32-true")
+    assert autocast.dtype == np.float32 and not np.array_equal(autocast, reference)
+    np.testing.assert_allclose(autocast, reference, atol=0.03)
+
+
 def test_batcher_combines_concurrent_submits(model: FERClassifier) -> None:
     faces = torch.randint(0, 256, (6, 2, 1, 48, 48), dtype=torch.uint8)
 
@@ -384,9 +398,12 @@ def test_entry_point_loads_the_packaged_model_or_a_checkpoint(
     threads: list[int] = []
     monkeypatch.setattr(serve_main.torch, "set_num_threads", threads.append)
     monkeypatch.setattr(serve_main.cv2, "setNumThreads", threads.append)
-    for overrides in ([], ["ckpt_path=some.ckpt", "port=9001"]):
+    precisions = []
+    for overrides in ([], ["ckpt_path=some.ckpt", "port=9001", "precision=32-true"]):
         serve_main.serve(compose_config([f"paths.output_dir={tmp_path}", *overrides], config_name="serve"))
+        precisions.append(model.inference_precision)
     assert loads == [(None,), ("some.ckpt",)]
+    assert precisions == [resolve_precision("auto", "cpu"), "32-true"]
     assert served[0]["host"] == "127.0.0.1" and served[0]["port"] == 8000 and served[1]["port"] == 9001
     assert served[0]["limit_concurrency"] > 0 and served[0]["timeout_keep_alive"] > 0
     assert threads == [1, 1, 1, 1]

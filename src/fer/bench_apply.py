@@ -1,9 +1,11 @@
 """How fast the applied model is: ``python -m fer.bench apply.enabled=true`` (:mod:`fer.bench`).
 
-Rows for the photos and videos people analyse, on inputs made here from the real portrait that
-ships with matplotlib (nothing is downloaded): photos/s for a folder of 640x480 JPEGs with one
-face each (:func:`fer.inference.predict_images`), and frames/s for 640x480 30 fps videos with one
-and with four faces, detecting every frame and every k-th frame (:mod:`fer.video`), with the
+Rows for the photos and videos people analyse, with fer.predict's defaults (the model's own
+test-time augmentation, ``precision=auto``; ``bench.apply.tta=`` and ``bench.apply.precision=`` time
+others), on inputs made here from the real portrait that ships with matplotlib (nothing is
+downloaded): photos/s for a folder of 640x480 JPEGs with one face each
+(:func:`fer.inference.predict_images`), and frames/s for 640x480 30 fps videos with one and with
+four faces, detecting every frame and every k-th frame (:mod:`fer.video`), with the
 resident memory a long video adds after a short one (``memory_seconds``, 600 for a 10-minute video).
 Start-up (loading the model, writing the inputs) is not timed.
 """
@@ -112,8 +114,10 @@ def bench_apply(cfg: DictConfig) -> dict[str, Any]:
     options = cfg.bench.apply
     model, described = bench_model(cfg)
     model.use_tta(options.tta)
+    model.use_precision(options.precision)
     detector = FaceDetector(**options.detector)
-    rows: dict[str, Any] = {"model": described, "tta": model.tta, "workers": options.workers, "detector": dict(options.detector)}
+    rows: dict[str, Any] = {"model": described, "tta": model.tta, "precision": model.inference_precision}
+    rows.update(workers=options.workers, detector=dict(options.detector))
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as scratch:
         folder = Path(scratch)
         photos = write_photos(folder, options.photos)

@@ -103,13 +103,13 @@ def prepare_faces(faces: Sequence[np.ndarray], input_spec: InputSpec) -> torch.T
 
 def classify(model: FERClassifier, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Calibrated probabilities [N, 7] for prepared inputs (:meth:`FERClassifier.probabilities`),
-    in eval mode with the model's test-time augmentation."""
+    in eval mode with the model's test-time augmentation and inference precision (:meth:`FERClassifier.use_precision`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1.")
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), model.inference_autocast():
             chunks = [
                 model.probabilities(model.predict_logits(inputs[i : i + batch_size].to(model.device))).cpu()
                 for i in range(0, len(inputs), batch_size)

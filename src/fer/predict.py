@@ -170,6 +170,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     save_config(cfg, cfg.paths.output_dir)
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     model.use_tta(cfg.tta)
+    model.use_precision(cfg.precision)
     detector = FaceDetector(**cfg.detector)
     annotate_dir = Path(cfg.annotate_dir) if cfg.annotate else None
     entries = list(find_images(list(cfg.inputs)))
@@ -184,6 +185,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         "checkpoint": str(Path(cfg.ckpt_path).resolve()) if cfg.ckpt_path else f"packaged: {packaged.card()['name']}",
         "classes": list(CLASSES),
         "tta": model.tta,
+        "precision": model.inference_precision,
         "summary": {"images": len({row["file"] for row in rows}), "faces": status["ok"], "no_face": status["no_face"], "errors": status["error"]},
         "videos": [{"file": str(file), "rows": f"{name}{ROW_SUFFIXES[cfg.format]}"} for file, name in named],
         **run_metadata(),

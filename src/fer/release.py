@@ -5,13 +5,16 @@ example a copy under ``experiments/runs/``); its best checkpoint is the one ``me
 or ``ckpt_path=``. The command
 
 1. writes a slim copy of the checkpoint (weights in ``weights=fp16`` or ``fp32``, hyper-parameters,
-   temperature; no optimizer state) to ``output_dir`` (default: the package's ``fer/weights/``);
+   temperature; no optimizer state) to ``output_dir`` (default: the package's ``fer/weights/``),
+   with ``tta=`` as its test-time augmentation (null: the run's), the one fer.predict applies;
 2. scores the original checkpoint and the slim copy on PrivateTest (and the copy on PublicTest)
-   of the real FER-2013 (``FER2013_ROOT``), with the run's own protocol and test-time augmentation,
-   in float32 (``trainer.precision``, the precision :mod:`fer.predict` classifies in), and refuses
-   the copy when half precision moves PrivateTest accuracy by more than ``max_change`` (0.2
-   points): use ``weights=fp32`` then;
-3. times a single face on this CPU and writes the model card, ``card.json`` and ``card.md``
+   of the real FER-2013 (``FER2013_ROOT``), with the run's own protocol, in float32
+   (``trainer.precision``), and refuses the copy when half precision moves PrivateTest accuracy by
+   more than ``max_change`` (0.2 points): use ``weights=fp32`` then;
+3. scores the copy in bf16 autocast too (what fer.predict, fer.serve and fer.bench use on CPUs with
+   native bf16 and on GPUs, ``precision=auto``), and with every test-time augmentation, since each
+   costs a different multiple of the classification (:mod:`fer.training.tta`);
+4. times a single face on this CPU and writes the model card, ``card.json`` and ``card.md``
    (:func:`render_card`), with the copy's SHA-256, which :mod:`fer.packaged` checks on every load.
 
 So a better run replaces the packaged model in one command; commit ``src/fer/weights/`` after it.
@@ -38,12 +41,18 @@ from fer.evaluate import score
 from fer.inference import classify, prepare_faces
 from fer.run.atomic import atomic_write
 from fer.run.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from fer.run.hardware import resolve_precision
 from fer.run.rundir import read_metrics, read_starts, run_metadata, write_json
 from fer.training.module import CALIBRATION_KEY, FERClassifier
+from fer.training.tta import TTA_MODES, check_mode
 
 log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+# the precision the card's numbers are also given in: precision=auto's choice on bf16 CPUs and GPUs
+AUTOCAST_PRECISION = "bf16-mixed"
+# how many views of a face each test-time augmentation classifies (fer.training.tta.views)
+VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
 # what a slim checkpoint keeps: enough for FERClassifier.load_from_checkpoint, nothing for resuming
 KEPT_KEYS = ("hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", CALIBRATION_KEY)
 LIMITS = [
@@ -58,22 +67,26 @@ LIMITS = [
 ]
 
 
-def slim_checkpoint(checkpoint: dict[str, Any], weights: str) -> dict[str, Any]:
-    """What inference needs of a training checkpoint, floating-point weights cast to ``weights``."""
+def slim_checkpoint(checkpoint: dict[str, Any], weights: str, tta: str | None = None) -> dict[str, Any]:
+    """What inference needs of a training checkpoint, floating-point weights cast to ``weights``,
+    and ``tta`` as its test-time augmentation (None: the checkpoint's)."""
     if weights not in WEIGHT_DTYPES:
         raise ValueError(f"weights={weights!r} must be one of {', '.join(WEIGHT_DTYPES)}.")
     dtype = WEIGHT_DTYPES[weights]
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     slim = {key: checkpoint[key] for key in KEPT_KEYS if key in checkpoint}
+    if tta is not None:
+        slim["hyper_parameters"] = {**slim["hyper_parameters"], "tta": check_mode(tta, null_keeps=True)}
     slim["state_dict"] = state
     return slim
 
 
-def face_latency_ms(model: FERClassifier, tta: str, repeats: int = 50) -> float:
+def face_latency_ms(model: FERClassifier, tta: str, precision: str, repeats: int = 50) -> float:
     """Median milliseconds to classify one 48x48 face (prepare + model + softmax) on this machine."""
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
-    previous = model.tta
+    previous = model.tta, model.inference_precision
     model.use_tta(tta)
+    model.use_precision(precision)
     try:
         for _ in range(5):
             classify(model, prepare_faces([face], model.input_spec))
@@ -83,8 +96,24 @@ def face_latency_ms(model: FERClassifier, tta: str, repeats: int = 50) -> float:
             classify(model, prepare_faces([face], model.input_spec))
             times.append((time.perf_counter() - start) * 1000)
     finally:
-        model.use_tta(previous)
+        model.use_tta(previous[0])
+        model.use_precision(previous[1])
     return round(statistics.median(times), 2)
+
+
+def score_variants(cfg: DictConfig, model: FERClassifier) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``model`` (scored as packaged, in float32, by the caller) in bf16 autocast on PrivateTest and
+    PublicTest, and its accuracy on both with each test-time augmentation in float32."""
+    autocast_cfg = OmegaConf.merge(cfg, {"trainer": {"precision": AUTOCAST_PRECISION}})
+    autocast = {split: score(autocast_cfg, model, split)[0] for split in ("test", "val")}
+    packaged_tta, by_tta = model.tta, {}
+    try:
+        for mode in TTA_MODES:
+            model.use_tta(mode)
+            by_tta[mode] = {split: score(cfg, model, split)[0]["acc"] for split in ("test", "val")}
+    finally:
+        model.use_tta(packaged_tta)
+    return autocast, by_tta
 
 
 def release(cfg: DictConfig) -> dict[str, Any]:
@@ -108,10 +137,11 @@ def release(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     # the candidate is scored beside the packaged model it may replace, which stays intact if it is refused
     candidate = output_dir / f"{packaged.WEIGHTS_FILE}.candidate"
-    AtomicCheckpointIO().save_checkpoint(slim_checkpoint(checkpoint, cfg.weights), candidate)
+    AtomicCheckpointIO().save_checkpoint(slim_checkpoint(checkpoint, cfg.weights, cfg.tta), candidate)
     try:
         original = FERClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
         model = FERClassifier.load_from_checkpoint(candidate, map_location="cpu").eval()
+        original.use_tta(model.tta)
         original_test = score(cfg, original, "test")[0]
         test = score(cfg, model, "test")[0]
         val = score(cfg, model, "val")[0]
@@ -125,9 +155,14 @@ def release(cfg: DictConfig) -> dict[str, Any]:
             f"weights={cfg.weights} moves PrivateTest accuracy by {change:+.2f} points ({original_test['acc']:.4f} -> {test['acc']:.4f}), "
             f"more than max_change={cfg.max_change}: release with weights=fp32."
         )
+    try:
+        autocast, by_tta = score_variants(cfg, model)
+    except BaseException:
+        candidate.unlink()
+        raise
     weights_file = output_dir / packaged.WEIGHTS_FILE
     candidate.replace(weights_file)
-    card = build_card(cfg, run_dir, run, ckpt_path, model, weights_file, test, val, original_test["acc"])
+    card = build_card(cfg, run_dir, run, ckpt_path, model, weights_file, test, val, original_test["acc"], autocast, by_tta)
     write_json(output_dir / packaged.CARD_JSON, card)
     with atomic_write(output_dir / packaged.CARD_MD) as handle:
         handle.write(render_card(card))
@@ -145,10 +180,13 @@ def build_card(
     test: dict[str, Any],
     val: dict[str, Any],
     checkpoint_acc: float,
+    autocast: dict[str, Any],
+    by_tta: dict[str, Any],
 ) -> dict[str, Any]:
     """The model card as data: what was trained how, on what, and how well it does."""
     starts = read_starts(run_dir)
     first = starts[0] if starts else {}
+    precisions = list(dict.fromkeys(("32-true", resolve_precision("auto", "cpu"))))
     return {
         "name": f"fer-{run['model']}-{run_dir.parent.name}-{run_dir.name}",
         "classes": list(CLASSES),
@@ -175,7 +213,7 @@ def build_card(
             "protocol": cfg.data.split,
             "train": "Training (28,709 faces)",
             "selection": "PublicTest (3,589 faces): checkpoint and temperature",
-            "test": "PrivateTest (3,589 faces), scored once, never tuned on",
+            "test": "PrivateTest (3,589 faces), never tuned on",
         },
         "metrics": {
             "test": split_card(test),
@@ -183,10 +221,11 @@ def build_card(
             "precision": cfg.trainer.precision,
             "checkpoint_test_acc": checkpoint_acc,
             "weights_change_points": round(100 * (test["acc"] - checkpoint_acc), 2),
+            AUTOCAST_PRECISION: {"test": split_card(autocast["test"]), "val": split_card(autocast["val"])},
+            "acc_by_tta": by_tta,
         },
         "latency_ms": {
-            "one_face": face_latency_ms(model, model.tta),
-            "one_face_no_tta": face_latency_ms(model, "none"),
+            "one_face": {precision: {mode: face_latency_ms(model, mode, precision) for mode in TTA_MODES} for precision in precisions},
             "threads": torch.get_num_threads(),
             "hardware": run_metadata()["hardware"],
         },
@@ -213,7 +252,8 @@ def split_card(results: dict[str, Any]) -> dict[str, Any]:
 def render_card(card: dict[str, Any]) -> str:
     """``card.md``: the card for people, every number taken from ``card.json``."""
     test, val, training, weights, model = (card["metrics"]["test"], card["metrics"]["val"], card["training"], card["weights"], card["model"])
-    latency, data = card["latency_ms"], card["data"]
+    latency, data, autocast = card["latency_ms"], card["data"], card["metrics"][AUTOCAST_PRECISION]
+    precisions = list(latency["one_face"])
 
     def percent(value: float) -> str:
         return f"{100 * value:.2f}%"
@@ -247,14 +287,26 @@ def render_card(card: dict[str, Any]) -> str:
         f"  {weights['dtype']} weights change it by {card['metrics']['weights_change_points']:+.2f} points.",
         f"- PublicTest (used for selection, so optimistic): {percent(val['acc'])}.",
         f"- Calibration on PrivateTest: ECE {100 * test['ece']:.1f}% before the temperature, {100 * test['ece_calibrated']:.1f}% after.",
+        f"- In {AUTOCAST_PRECISION} autocast (what `precision=auto` of fer.predict, fer.serve and fer.bench picks on CPUs with",
+        f"  native bf16 and on GPUs): PrivateTest **{percent(autocast['test']['acc'])}** ({interval(autocast['test']['acc_ci95'])}),",
+        f"  macro-F1 {percent(autocast['test']['f1_macro'])}, PublicTest {percent(autocast['val']['acc'])}.",
         "",
         "| class | PrivateTest accuracy |",
         "| --- | --- |",
         *(f"| {c} | {percent(a)} |" for c, a in test["per_class_acc"].items()),
         "",
-        "## Speed",
-        f"One face, prepared and classified: {latency['one_face']} ms with `{model['tta']}`, {latency['one_face_no_tta']} ms without",
-        f"test-time augmentation ({latency['hardware']}).",
+        "## Test-time augmentation and speed",
+        f"Packaged with `{model['tta']}`; `tta=` of fer.predict, fer.serve and fer.evaluate picks another. Accuracy in float32;",
+        f"milliseconds to prepare and classify one face on {latency['hardware']}:",
+        "",
+        "| tta | views a face | PrivateTest | PublicTest | " + " | ".join(f"one face, {p} (ms)" for p in precisions) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in precisions) + " |",
+        *(
+            f"| `{mode}` | {VIEWS[mode]} | {percent(acc['test'])} | {percent(acc['val'])} | "
+            + " | ".join(str(latency["one_face"][p][mode]) for p in precisions)
+            + " |"
+            for mode, acc in card["metrics"]["acc_by_tta"].items()
+        ),
         "",
         "## Known limits",
         *(f"- {line}" for line in card["limits"]),

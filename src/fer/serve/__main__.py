@@ -31,6 +31,7 @@ def serve(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.torch_threads)
     cv2.setNumThreads(cfg.opencv_threads)
     model = fer.load_model(cfg.ckpt_path, map_location=cfg.device)
+    model.use_precision(cfg.precision)
     app = create_app(model, settings, cfg.ckpt_path)
     log.info("Serving %s on http://%s:%d (docs at /docs)", cfg.ckpt_path or "the packaged model", cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, **cfg.uvicorn)

@@ -27,5 +27,6 @@ def _fields(model: FERClassifier, checkpoint: str) -> dict[str, Any]:
         "classes": list(CLASSES),
         "input_spec": asdict(model.input_spec),
         "tta": model.tta,
+        "precision": model.inference_precision,
         "temperature": model.temperature,
     }

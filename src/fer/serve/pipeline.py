@@ -13,7 +13,8 @@ from fer.training.module import FERClassifier
 
 def classify_batch(model: FERClassifier, inputs: torch.Tensor, tta: str) -> np.ndarray:
     """Calibrated probabilities [N, 7] of prepared inputs with the test-time augmentation ``tta``
-    (per request, so unlike :func:`fer.inference.classify` it does not use the model's own mode)."""
-    with torch.inference_mode():
+    (per request, so unlike :func:`fer.inference.classify` it does not use the model's own mode), in the
+    model's inference precision."""
+    with torch.inference_mode(), model.inference_autocast():
         logits = model.predict_logits(inputs.to(model.device), tta)
         return model.probabilities(logits).cpu().numpy()

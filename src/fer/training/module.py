@@ -11,6 +11,7 @@ no Hydra and no config files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -31,11 +32,14 @@ from fer.input_spec import InputSpec
 from fer.models import build_model, resolve
 from fer.models.frozen_cache import FrozenFeatureCache
 from fer.run.checkpoints import read_checkpoint
+from fer.run.hardware import autocast_for, resolve_precision
 from fer.training.mixing import mix_batch
 from fer.training.optim import build_optimizer, build_scheduler
 from fer.training.tta import centre_crop, check_mode, views
 
 CALIBRATION_KEY = "calibration"
+# what ``use_precision`` takes: the precisions that autocast can give a trained float32 network
+INFERENCE_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
 
 def eval_metrics() -> MetricCollection:
@@ -136,6 +140,7 @@ class FERClassifier(pl.LightningModule):
         self.outputs: dict[str, tuple[Tensor, Tensor]] = {}
         self._collected: list[tuple[Tensor, Tensor]] = []
         self.temperature = 1.0
+        self.inference_precision = "32-true"
         self.net_compiled = False
 
     @classmethod
@@ -168,6 +173,21 @@ class FERClassifier(pl.LightningModule):
         """Score with ``tta`` from now on (an entry point's ``tta=`` option); None keeps the checkpoint's."""
         if tta is not None:
             self.tta = check_mode(tta, null_keeps=True)
+
+    def use_precision(self, precision: str | None) -> None:
+        """Classify in ``precision`` outside the Trainer from now on (:func:`fer.inference.classify`,
+        fer.serve); None keeps the current one (float32 after loading). ``auto``: bf16 autocast on GPUs
+        and on CPUs with native bf16, where it halves the packaged model's time and moves its accuracy by
+        less than 0.1 points (its card gives both), float32 elsewhere (:func:`fer.run.hardware.resolve_precision`)."""
+        if precision is None:
+            return
+        if str(precision) not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision={precision!r} must be one of {', '.join(INFERENCE_PRECISIONS)}.")
+        self.inference_precision = resolve_precision(precision, "gpu" if self.device.type == "cuda" else "cpu")
+
+    def inference_autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of :attr:`inference_precision` on the model's device (none for float32)."""
+        return autocast_for(self.inference_precision, self.device)
 
     def configure_model(self) -> None:
         """The Trainer calls this before each run; compiling once is enough."""
