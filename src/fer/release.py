@@ -133,6 +133,8 @@ def release(cfg: DictConfig) -> dict[str, Any]:
     if run_config.data.get("split") != cfg.data.split:
         raise ValueError(f"The run used data.split={run_config.data.get('split')}; release it with the same: data.split={run_config.data.get('split')}.")
 
+    # before anything is written: releasing into the package changes the checkout it reports the commit of
+    metadata = run_metadata()
     output_dir = packaged.directory(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # the candidate is scored beside the packaged model it may replace, which stays intact if it is refused
@@ -157,7 +159,7 @@ def release(cfg: DictConfig) -> dict[str, Any]:
         raise
     weights_file = output_dir / packaged.WEIGHTS_FILE
     candidate.replace(weights_file)
-    card = build_card(cfg, run_dir, run, ckpt_path, model, weights_file, test, val, original_test["acc"], autocast, by_tta)
+    card = build_card(cfg, run_dir, run, ckpt_path, model, weights_file, test, val, original_test["acc"], autocast, by_tta, metadata)
     write_json(output_dir / packaged.CARD_JSON, card)
     with atomic_write(output_dir / packaged.CARD_MD) as handle:
         handle.write(render_card(card))
@@ -177,6 +179,7 @@ def build_card(
     checkpoint_acc: float,
     autocast: dict[str, Any],
     by_tta: dict[str, Any],
+    metadata: dict[str, Any],
 ) -> dict[str, Any]:
     """The model card as data: what was trained how, on what, and how well it does."""
     starts = read_starts(run_dir)
@@ -222,10 +225,10 @@ def build_card(
         "latency_ms": {
             "one_face": {precision: {mode: face_latency_ms(model, mode, precision) for mode in TTA_MODES} for precision in precisions},
             "threads": torch.get_num_threads(),
-            "hardware": run_metadata()["hardware"],
+            "hardware": metadata["hardware"],
         },
         "limits": LIMITS,
-        "released": {"date": datetime.now(timezone.utc).date().isoformat(), **{k: v for k, v in run_metadata().items() if k in ("commit", "command")}},
+        "released": {"date": datetime.now(timezone.utc).date().isoformat(), **{k: v for k, v in metadata.items() if k in ("commit", "command")}},
     }
 
 
