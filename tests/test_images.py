@@ -17,7 +17,7 @@ from fer.data.folder import read_folder
 from fer.data.sources import load_fer2013
 from fer.inference import prepare_faces
 from fer.input_spec import InputSpec
-from fer.training.tta import check_mode, views
+from fer.training.tta import TTA_MODES, VIEWS_PER_FACE, check_mode, views
 from fer.vision.images import IMAGE_SIZE, ImageReadError, is_image_file, load_image, resize, to_face, to_gray
 
 
@@ -105,5 +105,6 @@ def test_tta_views() -> None:
     assert len(ten) == 10 and all(v.shape[-2:] == (40, 40) for v in ten)
     assert torch.equal(ten[0], x[..., :40, :40]) and torch.equal(ten[4], x[..., 4:44, 4:44])
     assert len(views(x[..., :40, :40], "tencrop", 40)) == 2  # no larger than the crop: flip
+    assert {mode: len(views(x, mode, 40)) for mode in TTA_MODES} == VIEWS_PER_FACE
     with pytest.raises(ValueError, match=r"module.val_tta='ten_crop' must be one of none, flip, tencrop"):
         check_mode("ten_crop", "module.val_tta")

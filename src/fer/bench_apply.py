@@ -116,8 +116,13 @@ def bench_apply(cfg: DictConfig) -> dict[str, Any]:
     model.use_tta(options.tta)
     model.use_precision(options.precision)
     detector = FaceDetector(**options.detector)
-    rows: dict[str, Any] = {"model": described, "tta": model.tta, "precision": model.inference_precision}
-    rows.update(workers=options.workers, detector=dict(options.detector))
+    rows: dict[str, Any] = {
+        "model": described,
+        "tta": model.tta,
+        "precision": model.inference_precision,
+        "workers": options.workers,
+        "detector": dict(options.detector),
+    }
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as scratch:
         folder = Path(scratch)
         photos = write_photos(folder, options.photos)

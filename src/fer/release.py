@@ -44,15 +44,13 @@ from fer.run.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkp
 from fer.run.hardware import resolve_precision
 from fer.run.rundir import read_metrics, read_starts, run_metadata, write_json
 from fer.training.module import CALIBRATION_KEY, FERClassifier
-from fer.training.tta import TTA_MODES, check_mode
+from fer.training.tta import TTA_MODES, VIEWS_PER_FACE, check_mode
 
 log = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 # the precision the card's numbers are also given in: precision=auto's choice on bf16 CPUs and GPUs
 AUTOCAST_PRECISION = "bf16-mixed"
-# how many views of a face each test-time augmentation classifies (fer.training.tta.views)
-VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
 # what a slim checkpoint keeps: enough for FERClassifier.load_from_checkpoint, nothing for resuming
 KEPT_KEYS = ("hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", CALIBRATION_KEY)
 LIMITS = [
@@ -300,7 +298,7 @@ def render_card(card: dict[str, Any]) -> str:
         "| tta | views a face | PrivateTest | PublicTest | " + " | ".join(f"one face, {p} (ms)" for p in precisions) + " |",
         "| --- | --- | --- | --- | " + " | ".join("---" for _ in precisions) + " |",
         *(
-            f"| `{mode}` | {VIEWS[mode]} | {percent(acc['test'])} | {percent(acc['val'])} | "
+            f"| `{mode}` | {VIEWS_PER_FACE[mode]} | {percent(acc['test'])} | {percent(acc['val'])} | "
             + " | ".join(str(latency["one_face"][p][mode]) for p in precisions)
             + " |"
             for mode, acc in card["metrics"]["acc_by_tta"].items()

@@ -183,7 +183,7 @@ class FERClassifier(pl.LightningModule):
             return
         if str(precision) not in INFERENCE_PRECISIONS:
             raise ValueError(f"precision={precision!r} must be one of {', '.join(INFERENCE_PRECISIONS)}.")
-        self.inference_precision = resolve_precision(precision, "gpu" if self.device.type == "cuda" else "cpu")
+        self.inference_precision = resolve_precision(precision, self.device.type)
 
     def inference_autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of :attr:`inference_precision` on the model's device (none for float32)."""

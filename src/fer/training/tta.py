@@ -7,6 +7,8 @@ from __future__ import annotations
 from torch import Tensor
 
 TTA_MODES = ("none", "flip", "tencrop")
+# how many views of a face each mode classifies (:func:`views`, on images larger than the crop)
+VIEWS_PER_FACE = {"none": 1, "flip": 2, "tencrop": 10}
 
 
 def check_mode(mode: str, option: str = "tta", null_keeps: bool = False) -> str:
