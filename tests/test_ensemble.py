@@ -16,7 +16,7 @@ import fer.ensemble
 from fer.ensemble import ensemble
 from fer.evaluate import evaluate
 from fer.factory import build_datamodule
-from fer.scoring.predictions import SplitPredictions, load_predictions
+from fer.scoring.predictions import SplitPredictions, load_predictions, save_predictions
 from fer.training.module import FERClassifier
 
 
@@ -144,3 +144,75 @@ def test_ensemble_refuses_members_scored_on_different_images(
     with pytest.raises(ValueError, match="scored on different images than .*check data.root and split"):
         ensemble(cfg)
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def saved_run(run_dir: Path, p_true: dict[str, list[float]]) -> str:
+    """A run directory whose predictions.npz gives, per split, image i's true class (i % 7) the
+    probability ``p_true[split][i]``, the next class almost all the rest and the other five 1e-4."""
+    splits = {}
+    for split, values in p_true.items():
+        labels, rows = np.arange(len(values)) % 7, np.arange(len(values))
+        probabilities = np.full((len(values), 7), 1e-4)
+        probabilities[rows, labels] = values
+        probabilities[rows, (labels + 1) % 7] = 1 - np.asarray(values) - 5e-4
+        ids = [f"{split}/{i:03d}.jpg" for i in range(len(values))]
+        splits[split] = SplitPredictions(ids, labels, np.log(probabilities), "tencrop")
+    save_predictions(run_dir, splits)
+    return str(run_dir)
+
+
+def test_selection_on_publictest_leaves_out_members_that_only_hurt(tmp_path: Path, fer_zip: Path) -> None:
+    """A member right on every image, one wrong on every image, one right on half: averaged all
+    together the two wrong votes outvote the right one on half the images; selection keeps the
+    right member alone (another vote for it would not lower the log loss) and scores it on test."""
+    right, wrong, half = [0.9] * 14, [0.05] * 14, [0.9, 0.05] * 7
+    runs = [saved_run(tmp_path / name, {"calibration": p, "test": p}) for name, p in (("right", right), ("wrong", wrong), ("half", half))]
+    everyone = ensemble(ensemble_cfg(tmp_path / "all", fer_zip, f"run_dirs=[{','.join(runs)}]"))
+    selected = ensemble(ensemble_cfg(tmp_path / "selected", fer_zip, f"run_dirs=[{','.join(runs)}]", "select_on=calibration"))
+    assert everyone["test"]["acc"] == pytest.approx(0.5) and everyone["selection"] is None
+    assert selected["test"]["acc"] == pytest.approx(1.0)
+    assert [m["weight"] for m in selected["members"]] == [1, 0, 0]
+    assert [r["added"] for r in selected["selection"]["rounds"]] == [str(Path(runs[0]).resolve())]
+
+
+def test_selection_counts_a_member_again_when_another_vote_for_it_lowers_the_log_loss(tmp_path: Path, fer_zip: Path) -> None:
+    """Member A gives the true class 0.9 on 13 images and 0.1 on 7, member B 0.2 and 0.6: the log loss
+    of w A + (1 - w) B is lowest near w = 2/3, so the votes go A, B, A and stop there (a fourth, for
+    either, raises it); the reported ensemble is (2 A + B) / 3 on test."""
+    a, b = [0.9] * 13 + [0.1] * 7, [0.2] * 13 + [0.6] * 7
+    runs = [saved_run(tmp_path / name, {"calibration": p, "test": p[::-1]}) for name, p in (("a", a), ("b", b))]
+    metrics = ensemble(ensemble_cfg(tmp_path, fer_zip, f"run_dirs=[{','.join(runs)}]", "select_on=calibration"))
+    rounds = metrics["selection"]["rounds"]
+    assert [Path(r["added"]).name for r in rounds] == ["a", "b", "a"]
+    assert [m["weight"] for m in metrics["members"]] == [2, 1]
+    losses = [r["log_loss"] for r in rounds]
+    assert losses == sorted(losses, reverse=True) and len(set(losses)) == 3
+    expected = (2 * np.asarray(a[::-1]) + np.asarray(b[::-1])) / 3
+    (combined,) = load_predictions(tmp_path / "run")[0].values()
+    np.testing.assert_allclose(combined.probabilities()[np.arange(20), np.arange(20) % 7], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["select_on=test", "split=val"], "tuning on it"),
+        (["select_on=val", "split=val"], "tuning on it"),
+        (["select_on=calibration", "select_rounds=0"], "at least 1"),
+        (["select_on=val"], "not split='val'"),
+    ],
+)
+def test_selection_refuses_to_tune_on_the_reported_split_or_privatetest(
+    tmp_path: Path, fer_zip: Path, overrides: list[str], message: str
+) -> None:
+    p = [0.9] * 14
+    runs = [saved_run(tmp_path / name, {"calibration": p, "test": p}) for name in ("a", "b")]
+    cfg = ensemble_cfg(tmp_path, fer_zip, f"run_dirs=[{','.join(runs)}]", *overrides)
+    with pytest.raises(ValueError, match=message):
+        ensemble(cfg)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def test_selection_needs_saved_predictions(tmp_path: Path, fer_zip: Path, tiny_checkpoint: Path) -> None:
+    cfg = ensemble_cfg(tmp_path, fer_zip, f"ckpt_paths=[{tiny_checkpoint},{tiny_checkpoint}]", "select_on=calibration")
+    with pytest.raises(ValueError, match="pass run_dirs"):
+        ensemble(cfg)
