@@ -195,8 +195,9 @@ def test_selection_counts_a_member_again_when_another_vote_for_it_lowers_the_log
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["select_on=test", "split=val"], "tuning on it"),
-        (["select_on=val", "split=val"], "tuning on it"),
+        (["select_on=test", "split=val"], "tuning on them"),
+        (["select_on=val", "split=val"], "tuning on them"),
+        (["select_on=calibration", "split=val"], "tuning on them"),
         (["select_on=calibration", "select_rounds=0"], "at least 1"),
         (["select_on=val"], "not split='val'"),
     ],

@@ -44,6 +44,10 @@ from fer.training.module import FERClassifier, eval_metrics, summarise
 log = logging.getLogger(__name__)
 
 
+# the saved splits that hold PublicTest: val (as validated in training) and calibration (with the test-time augmentation)
+PUBLICTEST_SPLITS = {"val", "calibration"}
+
+
 @dataclass
 class Member:
     """One model's outputs on the ensemble's split, where they came from, and its temperature."""
@@ -140,10 +144,11 @@ def checked_selection(cfg: DictConfig, from_checkpoints: bool) -> str | None:
         return None
     if from_checkpoints:
         raise ValueError("select_on chooses members from their saved predictions: pass run_dirs=[A,B,...] instead of ckpt_paths.")
-    if select_on in ("test", cfg.split):
+    on_reported_images = select_on == cfg.split or {select_on, cfg.split} <= PUBLICTEST_SPLITS
+    if select_on == "test" or on_reported_images:
         raise ValueError(
-            f"select_on={select_on!r} would choose the members on the split it reports or on PrivateTest (test), "
-            "which is tuning on it: select on calibration or val and report split=test."
+            f"select_on={select_on!r} would choose the members on the images split={cfg.split!r} reports, or on PrivateTest (test), "
+            "which is tuning on them: select on calibration or val and report split=test."
         )
     if int(cfg.select_rounds) < 1:
         raise ValueError(f"select_rounds={cfg.select_rounds} must be at least 1: the number of votes the selection may cast.")
