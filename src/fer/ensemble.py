@@ -92,7 +92,7 @@ def from_run_dirs(run_dirs: list[str], split: str, select_on: str | None = None)
             if needed not in splits:
                 raise ValueError(f"{run_dir} has saved predictions for {', '.join(sorted(splits))}, not split={needed!r}.")
         model = read_metrics(run_dir).get("model", "?") if (Path(run_dir) / METRICS_FILE).is_file() else "?"
-        members.append(Member(str(Path(run_dir).resolve()), model, splits[split], temperature, splits.get(select_on) if select_on else None))
+        members.append(Member(str(Path(run_dir).resolve()), model, splits[split], temperature, splits.get(select_on)))
     return members
 
 
